@@ -1,0 +1,1 @@
+"""Thin ``python -m evaluate.*`` entry points; the work lives in :mod:`hpjax`."""

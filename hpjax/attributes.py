@@ -1,0 +1,141 @@
+"""Multi-attribute classification with HPNet: build, train, evaluate (library side of
+``python -m train.attributes`` and ``python -m evaluate.attributes``)."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hpjax import distributed, training
+from hpjax.configs import AttributesConfig, from_dict
+from hpjax.data import pipeline
+from hpjax.losses import attribute_accuracy, attribute_loss
+
+
+def open_split(config: AttributesConfig, split: str) -> Any:
+  """The config's data source for ``split`` in {"train", "val", "test"}."""
+  from hpjax.data.sources import open_source
+  kw = {}
+  if config.dataset == "synthetic":
+    kw = {"seed": config.seed, "num_examples": config.num_train if split == "train" else None}
+  return open_source(config.dataset, split, path=config.data_path, image_size=config.image_size,
+                     **kw)
+
+
+def build_model(config: AttributesConfig, num_attributes: int, model: str | None = None
+                ) -> nn.Module:
+  from hpjax.models import BaselineNet, HPNet
+  if (model or config.model) == "baseline":
+    return BaselineNet(num_attributes, tuple(config.features), tuple(config.dilations))
+  return HPNet(num_attributes, tuple(config.features), tuple(config.dilations), config.head_chunk)
+
+
+def make_loss_fn(config: AttributesConfig, image_shape: tuple[int, int, int],
+                 num_attributes: int) -> training.LossFn:
+  mask_elements = image_shape[0] * image_shape[1] * num_attributes * config.features[-1]
+
+  def loss_fn(logits, aux, batch):
+    loss, parts = attribute_loss(logits, batch["label"], aux["mask_l1"],
+                                 l1_lambda=config.l1_lambda, mask_elements=mask_elements,
+                                 l1_reduction=config.l1_reduction)
+    return loss, {**parts, "accuracy": jnp.mean(attribute_accuracy(logits, batch["label"]))}
+
+  return loss_fn
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn",))
+def _correct_counts(apply_fn, variables, batch, n, beta, channel_mask):
+  logits, _ = apply_fn(variables, training.images_to_float(batch["image"]), train=False, n=n,
+                       beta=beta, channel_mask=channel_mask)
+  correct = ((logits > 0) == (batch["label"] > 0)) & batch["valid"][:, None]
+  return jnp.sum(correct, axis=0), jnp.sum(batch["valid"])
+
+
+def evaluate_accuracy(apply_fn, variables, source, *, batch_size: int, limit: int | None = None,
+                      n: float = 1.0, beta: float = 0.0, channel_mask: Any = None,
+                      mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
+  """Per-attribute accuracy ``[K]`` over (the first ``limit`` examples of) ``source``."""
+  mesh = mesh or distributed.make_mesh()
+  correct, total = 0, 0
+  c = None if channel_mask is None else jnp.asarray(channel_mask, jnp.float32)
+  for batch in pipeline.eval_batches(source, global_batch_size=batch_size,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count(), limit=limit):
+    batch = distributed.global_batch(batch, mesh)
+    k, t = _correct_counts(apply_fn, variables, batch, jnp.float32(n), jnp.float32(beta), c)
+    correct, total = correct + np.asarray(k), total + int(t)
+  return np.asarray(correct, np.float64) / max(total, 1)
+
+
+def train(config: AttributesConfig, workdir: str, *, progress: bool = True
+          ) -> training.TrainState:
+  """Trains ``config.model`` on ``config.dataset`` in ``workdir`` (resuming if possible)."""
+  train_src = open_split(config, "train")
+  val_src = open_split(config, "val")
+  k = len(train_src.label_names)
+  model = build_model(config, k)
+  tx = training.make_optimizer(config.learning_rate, config.warmup_steps, config.num_steps)
+  state = training.create_train_state(model, tx, train_src.image_shape, config.seed)
+  mesh = distributed.make_mesh()
+
+  def evaluate(s: training.TrainState) -> dict[str, Any]:
+    acc = evaluate_accuracy(s.apply_fn, s.variables, val_src, batch_size=config.batch_size,
+                            limit=config.num_eval, mesh=mesh)
+    return {"val_mean_accuracy": float(acc.mean()),
+            **{f"val_accuracy/{n}": float(a) for n, a in zip(train_src.label_names, acc)}}
+
+  return training.fit(workdir, config=config, state=state,
+                      loss_fn=make_loss_fn(config, train_src.image_shape, k),
+                      train_source=train_src, evaluate=evaluate, mesh=mesh, progress=progress)
+
+
+def load(workdir: str, *, step: int | None = None
+         ) -> tuple[AttributesConfig, training.TrainState, Any]:
+  """Restores a trained run: ``(config, state, label_names)``."""
+  config = from_dict(AttributesConfig, training.read_config(workdir, step))
+  src = open_split(config, "test")
+  model = build_model(config, len(src.label_names))
+  tx = training.make_optimizer(config.learning_rate, config.warmup_steps, config.num_steps)
+  state = training.create_train_state(model, tx, src.image_shape, config.seed)
+  state = training.restore_state(workdir, state, distributed.replicated(distributed.make_mesh()),
+                                 step)
+  return config, state, src.label_names
+
+
+def markdown_table(names, accuracies, mean: float) -> str:
+  lines = ["| attribute | accuracy |", "|---|---:|"]
+  lines += [f"| {n} | {100 * a:.2f} |" for n, a in zip(names, accuracies)]
+  lines.append(f"| **mean** | **{100 * mean:.2f}** |")
+  return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: str, text: str) -> None:
+  """Writes via a temp file + rename, so a crash never leaves a half-written file."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def evaluate(workdir: str, *, split: str = "test") -> dict[str, Any]:
+  """Evaluates the latest checkpoint on ``split``; writes ``eval/attributes.{json,md}``."""
+  config, state, names = load(workdir)
+  src = open_split(config, split)
+  acc = evaluate_accuracy(state.apply_fn, state.variables, src, batch_size=config.batch_size,
+                          limit=config.num_eval)
+  result = {"split": split, "step": int(state.step), "num_examples":
+            min(len(src), config.num_eval or len(src)), "model": config.model,
+            "mean_accuracy": float(acc.mean()),
+            "per_attribute": {n: float(a) for n, a in zip(names, acc)}}
+  if jax.process_index() == 0:
+    write_atomic(os.path.join(workdir, "eval", "attributes.json"), json.dumps(result, indent=2))
+    write_atomic(os.path.join(workdir, "eval", "attributes.md"),
+                 markdown_table(names, acc, result["mean_accuracy"]))
+  return result

@@ -1,0 +1,1 @@
+"""Thin ``python -m train.*`` entry points; the work lives in :mod:`hpjax`."""
