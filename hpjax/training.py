@@ -94,7 +94,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: LossF
   (loss, (metrics, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = {"loss": loss, **metrics, "grad_norm": optax.global_norm(grads)}
+  metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
   return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                        opt_state=opt_state), metrics
 
@@ -216,8 +216,11 @@ def fit(workdir: str, *, config: Any, state: TrainState, loss_fn: LossFn, train_
     if not ok or mngr.latest_step() != step:
       raise RuntimeError(f"checkpoint save at step {step} in {mngr.directory} did not complete")
 
+  # No buffer donation: measured here, donating the state while orbax had just
+  # serialised it made resumed runs differ from uninterrupted ones (the state is a
+  # few MB; the masks, not the parameters, are what fill memory).
   step_fn = jax.jit(functools.partial(train_step, loss_fn=loss_fn, seed=s.seed),
-                    out_shardings=(repl, repl), donate_argnums=(0,))
+                    out_shardings=(repl, repl))
 
   bar = tqdm(total=s.num_steps, initial=start, unit="step", dynamic_ncols=True,
              disable=not progress or jax.process_index() != 0)

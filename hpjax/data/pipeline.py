@@ -60,6 +60,10 @@ def train_iterator(dataset: grain.MapDataset, *, worker_count: int = 0) -> grain
   """A checkpointable iterator; ``worker_count > 0`` decodes in grain worker processes."""
   ds = dataset.to_iter_dataset()
   if worker_count > 0:
+    # grain's worker processes read absl flags, which our argparse entry points never parse.
+    from absl import flags
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return iter(ds)
 

@@ -48,7 +48,9 @@ class FeatureExtractor(nn.Module):
           f"features and dilations must have the same length, got {len(self.features)} "
           f"and {len(self.dilations)}")
     for i, (width, dilation) in enumerate(zip(self.features, self.dilations)):
-      x = nn.Conv(width, (3, 3), kernel_dilation=dilation, padding="SAME", name=f"conv{i}")(x)
+      # No conv bias: the BatchNorm right after removes it (its gradient is only noise).
+      x = nn.Conv(width, (3, 3), kernel_dilation=dilation, padding="SAME", use_bias=False,
+                  name=f"conv{i}")(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(x)
       x = nn.leaky_relu(x, negative_slope=0.01)
     return x
