@@ -15,16 +15,17 @@ class UsageError(ValueError):
 def guarded(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
   """Wraps an entry point so project errors print one line and exit with status 2.
 
-  Expected failures (bad data files, bad arguments) are the user's to fix, so they
+  Expected failures (bad data files, bad arguments, a diverged loss) are the user's to fix, so they
   get a single line naming the file/argument and the problem, never a traceback.
   Anything else is a bug and keeps its traceback.
   """
 
   @functools.wraps(main)
   def wrapper(argv: list[str] | None = None) -> int:
+    from hpjax.training import NonFiniteLossError  # late: keeps this module light
     try:
       return int(main(argv) or 0)
-    except (DataError, UsageError) as e:
+    except (DataError, UsageError, NonFiniteLossError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
 

@@ -234,30 +234,29 @@ def fit(workdir: str, *, config: Any, state: TrainState, loss_fn: LossFn, train_
       raise NonFiniteLossError(f"loss is {loss} at step {step} (workdir {workdir}); "
                                "lower learning_rate or check the data")
 
-  with mesh:
-    for step in range(start + 1, s.num_steps + 1):
-      batch = distributed.global_batch(next(data_iter), mesh)
-      state, metrics = step_fn(state, batch)
-      # Check the previous step's loss only now, so the host never waits for the
-      # device in the steady state; a NaN still stops the run naming its step.
-      if pending is not None:
-        check(*pending)
-      pending = (step, metrics)
-      window.append(metrics)
-      bar.update(1)
-      if step % s.log_every == 0 or step == s.num_steps:
-        check(*pending)
-        mean = jax.tree.map(lambda *xs: np.mean([np.asarray(x) for x in xs]), *window)
-        mean["steps_per_sec"] = len(window) / (time.perf_counter() - t0)
-        writer.write(step, "train", mean)
-        bar.set_postfix(loss=f"{mean['loss']:.4f}")
-        window, t0 = [], time.perf_counter()
-      if evaluate is not None and ((s.eval_every and step % s.eval_every == 0)
-                                   or step == s.num_steps):
-        writer.write(step, "eval", evaluate(state))
-        t0 = time.perf_counter()
-      if step % s.checkpoint_every == 0 or step == s.num_steps:
-        save(step)
+  for step in range(start + 1, s.num_steps + 1):
+    batch = distributed.global_batch(next(data_iter), mesh)
+    state, metrics = step_fn(state, batch)
+    # Check the previous step's loss only now, so the host never waits for the
+    # device in the steady state; a NaN still stops the run naming its step.
+    if pending is not None:
+      check(*pending)
+    pending = (step, metrics)
+    window.append(metrics)
+    bar.update(1)
+    if step % s.log_every == 0 or step == s.num_steps:
+      check(*pending)
+      mean = jax.tree.map(lambda *xs: np.mean([np.asarray(x) for x in xs]), *window)
+      mean["steps_per_sec"] = len(window) / (time.perf_counter() - t0)
+      writer.write(step, "train", mean)
+      bar.set_postfix(loss=f"{mean['loss']:.4f}")
+      window, t0 = [], time.perf_counter()
+    if evaluate is not None and ((s.eval_every and step % s.eval_every == 0)
+                                 or step == s.num_steps):
+      writer.write(step, "eval", evaluate(state))
+      t0 = time.perf_counter()
+    if step % s.checkpoint_every == 0 or step == s.num_steps:
+      save(step)
   if pending is not None:
     check(*pending)
   bar.close()
