@@ -169,3 +169,17 @@ def test_demo_entry_point_trains_both_models(tmp_path, capsys):
     assert result["step"] == 2 and 0.0 <= result["mean_accuracy"] <= 1.0
   assert json.load(open(workdir / "baseline" / "eval" / "attributes.json"))["model"] == "baseline"
   assert str(workdir.resolve()) in capsys.readouterr().out
+
+
+def test_celeba_preset_trains_on_celeba_format_fixture(tmp_path):
+  import data_fixtures
+  root = tmp_path / "celeba"
+  data_fixtures.write_celeba(str(root), n=24)
+  config = configs.override(configs.ATTRIBUTE_PRESETS["celeba"], [
+      f"data_path={root}", "image_size=16", "features=4,8", "dilations=1,2", "batch_size=4",
+      "num_steps=2", "eval_every=0", "checkpoint_every=2", "worker_count=0", "log_every=1"])
+  state = attributes.train(config, str(tmp_path / "run"), progress=False)
+  assert int(state.step) == 2
+  assert state.params["heads"]["kernel"].shape == (40, 8)
+  result = attributes.evaluate(str(tmp_path / "run"))
+  assert len(result["per_attribute"]) == 40 and result["num_examples"] == 6
