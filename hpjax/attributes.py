@@ -102,7 +102,9 @@ def load(workdir: str, *, step: int | None = None
   src = open_split(config, "test")
   model = build_model(config, len(src.label_names))
   tx = training.make_optimizer(config.learning_rate, config.warmup_steps, config.num_steps)
-  state = training.create_train_state(model, tx, src.image_shape, config.seed)
+  # Shapes only (no initialisation compiled or run): the checkpoint fills in the values.
+  state = jax.eval_shape(lambda: training.create_train_state(model, tx, src.image_shape,
+                                                             config.seed))
   state = training.restore_state(workdir, state, distributed.replicated(distributed.make_mesh()),
                                  step)
   return config, state, src.label_names
