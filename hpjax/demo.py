@@ -8,11 +8,14 @@ from hpjax import attributes, configs
 
 
 def run(workdir: str, *, preset: str = "demo", overrides: list[str] | None = None,
-        progress: bool = True) -> dict[str, str]:
+        progress: bool = True, with_report: bool = True) -> dict[str, str]:
   """Trains ``preset`` as HPNet in ``workdir`` and as the baseline in ``workdir/baseline``.
 
-  Both are evaluated on the test split; returns the paths of the outputs.
+  Both are evaluated on the test split, then the paper-A analyses (pruning curves,
+  mask-transform robustness, attention maps, localisation, predictability) run at
+  report sizes and ``workdir/report/index.html`` is written. Returns the output paths.
   """
+  from hpjax import report  # late: matplotlib and the analyses only when the job gets here
   config = configs.override(configs.preset(configs.ATTRIBUTE_PRESETS, preset), overrides or [])
   baseline_dir = os.path.join(workdir, "baseline")
   outputs = {}
@@ -22,4 +25,9 @@ def run(workdir: str, *, preset: str = "demo", overrides: list[str] | None = Non
     result = attributes.evaluate(wd)
     print(f"== {model}: mean test accuracy {100 * result['mean_accuracy']:.2f}%", flush=True)
     outputs[f"{model}_eval"] = os.path.join(wd, "eval", "attributes.json")
+  if not with_report:
+    return outputs
+  print("== analyses and report", flush=True)
+  outputs["report"] = report.build(workdir, baseline_workdir=baseline_dir)
+  outputs["analyses"] = os.path.join(workdir, "analysis")
   return outputs

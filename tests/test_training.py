@@ -163,7 +163,7 @@ def test_demo_entry_point_trains_both_models(tmp_path, capsys):
   from train import demo as demo_main
   workdir = tmp_path / "demo"
   assert demo_main.main(["--config", "smoke", "--workdir", str(workdir), "--no-progress",
-                         "--set", "num_steps=2"]) == 0
+                         "--no-report", "--set", "num_steps=2"]) == 0
   for sub in ("", "baseline"):
     result = json.load(open(workdir / sub / "eval" / "attributes.json"))
     assert result["step"] == 2 and 0.0 <= result["mean_accuracy"] <= 1.0

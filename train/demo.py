@@ -1,4 +1,4 @@
-"""The main job: HPNet + baseline on generated faces, evaluation and report.
+"""The main job: HPNet + baseline on generated faces, evaluation, analyses and report.
 
   python -m train.demo --workdir runs/demo
 """
@@ -20,9 +20,11 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                  help="override a config field (repeatable)")
   p.add_argument("--no-progress", action="store_true")
+  p.add_argument("--no-report", action="store_true",
+                 help="stop after training and evaluation (python -m evaluate.report does the rest)")
   args = p.parse_args(argv)
   outputs = demo.run(args.workdir, preset=args.config, overrides=args.set,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, with_report=not args.no_report)
   print("outputs:")
   for name, path in outputs.items():
     print(f"  {name}: {os.path.abspath(path)}")
