@@ -10,7 +10,7 @@ processes) does not pay for importing JAX.
 import importlib
 
 _EXPORTS = {
-    "mask_transform": "hpjax.mask_transform",
+    "mask_transform": "hpjax.mask_transformation",
     **{name: "hpjax.image_score" for name in (
         "Reference", "ReferenceAccumulator", "fit_reference", "fit_dataset_reference", "score",
         "score_taps", "score_stored", "make_fused_scorer", "save_taps", "load_taps", "TapWriter",

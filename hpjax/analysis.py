@@ -109,7 +109,7 @@ def tone_curve(m: jax.Array, n: ArrayLike) -> jax.Array:
   r"""h(M; n) of Eq. 12 as :math:`p = \tfrac12 e^{n \log u}`, :math:`u = 2\min(M, 1-M)`,
   :math:`h = p` below 0.5 and :math:`1 - p` above.
 
-  Equal to :func:`hpjax.mask_transform.mask_transform` with β = 0 (tested); written
+  Equal to :func:`hpjax.mask_transform` with β = 0 (tested); written
   so that a grid of n shares one logarithm per element and pays one exponential
   per n, a quarter of the cost of two ``power`` calls per n.
   """

@@ -62,7 +62,7 @@ import scipy.stats
 from jax.typing import ArrayLike
 
 from hpjax import analysis
-from hpjax.mask_transform import mask_transform
+from hpjax.mask_transformation import mask_transform
 
 FAMILIES = ("prune_one", "prune_random", "transform")
 TRANSFORM_NS = (0.5, 1.0, 2.0, 3.0, 4.0)

@@ -13,7 +13,7 @@ import pytest
 
 from hpjax import analysis, attributes, configs
 from hpjax.data.synthetic import SyntheticFaces
-from hpjax.mask_transform import mask_transform
+from hpjax.mask_transformation import mask_transform
 
 SMOKE = configs.ATTRIBUTE_PRESETS["smoke"]
 K = 14
