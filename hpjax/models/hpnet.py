@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from hpjax.mask_transform import mask_transform
+from hpjax.mask_transformation import mask_transform
 
 
 class FeatureExtractor(nn.Module):
