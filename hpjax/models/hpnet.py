@@ -13,12 +13,13 @@ The K heads are one set of stacked parameters (``mask_kernel [K, C, C]`` …) co
 by einsum, never a Python loop over attributes.
 
 Memory: the mask tensor is ``[batch, H, W, K, C]`` (2.7 GB in float32 at 64×64,
-K=40, C=128, batch 32). During training the heads run over chunks of
-``head_chunk`` images with :func:`jax.checkpoint`, so only one chunk's masks exist at
-a time in the forward pass and they are recomputed in the backward pass.
+K=40, C=128, batch 32). With ``head_chunk > 0`` (the default) it never exists: the
+heads stream over chunks of feature-map positions, forward and backward
+(:func:`streamed_heads`, a custom VJP), holding one chunk's masks at a time.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -90,8 +91,12 @@ class AttentionHeads(nn.Module):
 
   Attributes:
     num_attributes: K.
-    head_chunk: images per chunk in the memory-saving (rematerialised) path; 0
-      computes the whole batch at once (fastest for small tensors).
+    head_chunk: 0 computes the whole batch at once with every mask materialised
+      (``[batch, H, W, K, C]``; simplest, fine for tiny tensors). Any positive value
+      streams the heads over chunks of ``STREAM_ELEMENTS`` mask values
+      with an analytic backward pass (:func:`streamed_heads`), so memory does not
+      grow with batch·H·W·K·C. (It used to be the images per rematerialised chunk;
+      positive values keep working.)
   """
 
   num_attributes: int
@@ -108,11 +113,10 @@ class AttentionHeads(nn.Module):
         "kernel": self.param("kernel", nn.initializers.normal(1.0 / c ** 0.5), (k, c)),
         "bias": self.param("bias", nn.initializers.zeros, (k,)),
     }
-    b = f.shape[0]
-    if return_masks or self.head_chunk <= 0 or b <= self.head_chunk:
+    if return_masks or self.head_chunk <= 0:
       logits, mask_l1, masks = head_logits(params, f, n, beta, return_masks)
     else:
-      logits, mask_l1 = _chunked_heads(params, f, n, beta, self.head_chunk)
+      logits, mask_l1 = streamed_heads(params, f, n, beta)
       masks = None
     aux = {"mask_l1": mask_l1}
     if return_masks:
@@ -126,22 +130,184 @@ def _stacked_lecun_normal(key, shape, dtype=jnp.float32):
       jax.random.split(key, shape[0]))
 
 
-def _chunked_heads(params, f, n, beta, chunk):
-  """Heads over image chunks with rematerialisation: peak memory of one chunk's masks."""
-  b = f.shape[0]
-  pad = (-b) % chunk
-  fp = jnp.pad(f, ((0, pad), (0, 0), (0, 0), (0, 0))) if pad else f
-  fp = fp.reshape((-1, chunk) + f.shape[1:])
+# Mask values per streamed head chunk: rows = STREAM_ELEMENTS // (K·C) feature-map
+# positions (256 at K·C = 40·128), so the chunk's [rows, K·C] pre-activations (5 MB)
+# stay in cache between the GEMM that writes them and the sigmoid/multiply/sum that
+# read them, and a narrow (pruned) model still does enough work per loop iteration to
+# hide the iteration's fixed cost. Measured in benchmarks/NOTES.md.
+STREAM_ELEMENTS = 256 * 40 * 128
 
-  @jax.checkpoint
-  def one(fc):
-    logits, l1, _ = head_logits(params, fc, n, beta)
-    return logits, l1
 
-  logits, l1 = jax.lax.map(one, fp)
-  logits = logits.reshape((-1,) + logits.shape[2:])[:b]
-  l1 = l1.reshape(-1)[:b]
-  return logits, l1
+def _is_identity(n: ArrayLike, beta: ArrayLike) -> bool:
+  """True when (n, beta) are static Python numbers equal to (1, 0): no transform work."""
+  return (isinstance(n, (int, float)) and isinstance(beta, (int, float)) and n == 1
+          and beta == 0)
+
+
+def _chunk_layout(batch: int, hw: int, rows: int) -> tuple[int, int]:
+  """``(images, positions)`` per chunk: one image's positions split, or whole images grouped."""
+  if hw >= rows:
+    positions = max(d for d in range(1, rows + 1) if hw % d == 0)
+    # An awkward H·W (e.g. a prime) has no useful divisor: take whole images.
+    return (1, positions) if positions * 4 >= rows else (1, hw)
+  return min(batch, max(1, rows // hw)), hw
+
+
+def streamed_heads(params: dict[str, jax.Array], f: jax.Array, n: ArrayLike, beta: ArrayLike,
+                   rows: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """:func:`head_logits` without materialising the masks, forward and backward.
+
+  The heads run as a :func:`jax.lax.scan` over chunks of about ``rows`` feature-map
+  positions; each chunk's masks live only inside one loop iteration. The backward
+  pass (a :func:`jax.custom_vjp`) recomputes the chunk's pre-activations with one
+  GEMM and uses σ' = σ(1 − σ) directly, instead of differentiating through a
+  rematerialised forward pass: four GEMMs of ``[rows, C] × [C, K·C]`` size per chunk
+  over forward + backward, and no ``[batch, H, W, K, C]`` tensor anywhere.
+
+  Args:
+    params: as in :func:`head_logits`.
+    f: feature map ``[batch, H, W, C]``.
+    n, beta: mask transform parameters; Python ``(1, 0)`` skips the transform; traced
+      values get exact gradients.
+    rows: positions per chunk (default ``STREAM_ELEMENTS // (K·C)``).
+
+  Returns:
+    ``(logits [batch, K], mask_l1 [batch])``, equal to :func:`head_logits`'s.
+  """
+  identity = _is_identity(n, beta)
+  nb = jnp.zeros((2,), f.dtype) if identity else jnp.stack(
+      [jnp.asarray(n, f.dtype), jnp.asarray(beta, f.dtype)])
+  k, c = params["mask_kernel"].shape[:2]
+  rows = rows or max(1, STREAM_ELEMENTS // (k * c))
+  pooled, mask_l1 = _streamed_pool(params["mask_kernel"], params["mask_bias"], f, nb,
+                                   identity, rows)
+  logits = jnp.einsum("bkd,kd->bk", pooled, params["kernel"]) + params["bias"]
+  return logits, mask_l1
+
+
+def _chunks(f: jax.Array, images: int, positions: int) -> jax.Array:
+  """``[batch, H, W, C]`` → ``[steps, images, positions, C]`` (batch zero-padded)."""
+  b, c = f.shape[0], f.shape[-1]
+  pad = (-b) % images
+  x = f.reshape(b, -1, c)
+  if pad:
+    x = jnp.pad(x, ((0, pad), (0, 0), (0, 0)))
+  # Either images == 1 or positions == H·W, so a plain reshape keeps each chunk inside
+  # one image group and the steps in (image group, position block) order.
+  return x.reshape(-1, images, positions, c)
+
+
+def _from_chunks(y: jax.Array, batch: int, hw: int) -> jax.Array:
+  """Inverse of :func:`_chunks`: ``[steps, images, positions, C]`` → ``[batch, H·W, C]``."""
+  return y.reshape(-1, hw, y.shape[-1])[:batch]
+
+
+def _flat_heads(mask_kernel: jax.Array, mask_bias: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """All K mask convs as one ``[C, K·C]`` matrix and ``[K·C]`` bias (one GEMM per chunk)."""
+  k, c, d = mask_kernel.shape
+  return mask_kernel.transpose(1, 0, 2).reshape(c, k * d), mask_bias.reshape(k * d)
+
+
+def _transform(m: jax.Array, nb: jax.Array, identity: bool) -> jax.Array:
+  return m if identity else mask_transform(m, n=nb[0], beta=nb[1])
+
+
+def _pairwise_sum(a: jax.Array, axis: int) -> jax.Array:
+  """``jnp.sum(a, axis)`` as a halving tree of adds (exact same math, pairwise order).
+
+  Why not ``jnp.sum``: XLA:CPU hands single-output add-reductions to YNNPACK, and
+  inside the heads' scan those reduce fusions cost 3–4× a plain fused loop
+  (benchmarks/NOTES.md); slices and adds stay in XLA's own loop fusions. Pairwise
+  summation is also the more accurate order. Other backends use ``jnp.sum``.
+  """
+  if jax.default_backend() != "cpu":
+    return jnp.sum(a, axis=axis)
+  # Halve along ``axis`` itself: moving it to the front first would cost a transpose.
+  while a.shape[axis] > 1:
+    n = a.shape[axis]
+    half = n // 2
+    pair = (jax.lax.slice_in_dim(a, 0, half, axis=axis)
+            + jax.lax.slice_in_dim(a, half, 2 * half, axis=axis))
+    a = (jnp.concatenate([pair, jax.lax.slice_in_dim(a, 2 * half, n, axis=axis)], axis=axis)
+         if n % 2 else pair)
+  return jnp.squeeze(a, axis)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _streamed_pool(mask_kernel, mask_bias, f, nb, identity, rows):
+  """``(GAP(g(M) ⊙ f) [batch, K, C], Σ M [batch])`` streamed over position chunks."""
+  return _streamed_pool_fwd(mask_kernel, mask_bias, f, nb, identity, rows)[0]
+
+
+def _streamed_pool_fwd(mask_kernel, mask_bias, f, nb, identity, rows):
+  b, h, w, c = f.shape
+  k, hw = mask_kernel.shape[0], h * w
+  images, positions = _chunk_layout(b, hw, rows)
+  w2, b2 = _flat_heads(mask_kernel, mask_bias)
+
+  def body(_, x):  # x [images, positions, C]
+    m = nn.sigmoid(x.reshape(-1, c) @ w2 + b2).reshape(images, positions, k, c)
+    g = _transform(m, nb, identity)
+    pooled = _pairwise_sum(g * x[:, :, None, :], 1)
+    l1 = jnp.sum(_pairwise_sum(m, 1), axis=(1, 2))
+    return None, (pooled, l1)
+
+  _, (pooled, l1) = jax.lax.scan(body, None, _chunks(f, images, positions))
+  blocks = hw // positions
+  pooled = jnp.sum(pooled.reshape(-1, blocks, images, k, c), axis=1).reshape(-1, k, c)[:b]
+  l1 = jnp.sum(l1.reshape(-1, blocks, images), axis=1).reshape(-1)[:b]
+  return (pooled / hw, l1), (mask_kernel, mask_bias, f, nb)
+
+
+def _streamed_pool_bwd(identity, rows, res, cotangents):
+  mask_kernel, mask_bias, f, nb = res
+  g_pooled, g_l1 = cotangents
+  b, h, w, c = f.shape
+  k, hw = mask_kernel.shape[0], h * w
+  images, positions = _chunk_layout(b, hw, rows)
+  blocks = hw // positions
+  w2, b2 = _flat_heads(mask_kernel, mask_bias)
+  xs = _chunks(f, images, positions)
+  pad = (-b) % images
+
+  def per_step(a):  # [batch, ...] → [steps, images, ...], repeated over position blocks
+    a = jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)) if pad else a
+    a = a.reshape((-1, 1, images) + a.shape[1:])
+    return jnp.broadcast_to(a, (a.shape[0], blocks) + a.shape[2:]).reshape(
+        (-1, images) + a.shape[3:])
+
+  # Each chunk's x^T with a row of ones appended: one GEMM then gives the mask kernel's
+  # gradient and, in its last row, the bias gradient Σ_p dpre. A separate reduce over
+  # dpre made XLA compute dpre twice (once per consumer) and cost a pass of its own.
+  xts = jnp.concatenate([jnp.swapaxes(xs.reshape(xs.shape[0], -1, c), 1, 2),
+                         jnp.ones((xs.shape[0], 1, images * positions), f.dtype)], axis=1)
+
+  def body(carry, inp):
+    dwb, dnb = carry  # [C + 1, K·C]: kernel gradient rows, then the bias gradient
+    x, xt, gp, gl = inp  # [images, positions, C], [C + 1, rows], [images, K, C], [images]
+    x2 = x.reshape(-1, c)
+    m = nn.sigmoid(x2 @ w2 + b2).reshape(images, positions, k, c)
+    dg = gp[:, None] * x[:, :, None, :]
+    if identity:
+      g, dm = m, dg
+    else:
+      g, vjp = jax.vjp(lambda m_, nb_: mask_transform(m_, n=nb_[0], beta=nb_[1]), m, nb)
+      dm, dnb_chunk = vjp(dg)
+      dnb = dnb + dnb_chunk
+    # σ'(z) = σ(1 − σ): the L1 term's gradient (g_l1 per image) enters before it.
+    dpre = ((dm + gl[:, None, None, None]) * m * (1.0 - m)).reshape(-1, k * c)
+    dwb = dwb + xt @ dpre
+    dx = dpre @ w2.T + _pairwise_sum(gp[:, None] * g, 2).reshape(-1, c)
+    return (dwb, dnb), dx.reshape(images, positions, c)
+
+  init = (jnp.zeros((c + 1, k * c), f.dtype), jnp.zeros_like(nb))
+  (dwb, dnb), dx = jax.lax.scan(body, init, (xs, xts, per_step(g_pooled / hw), per_step(g_l1)))
+  dw, db = dwb[:c], dwb[c]
+  d_kernel = dw.reshape(c, k, c).transpose(1, 0, 2)
+  return d_kernel, db.reshape(k, c), _from_chunks(dx, b, hw).reshape(f.shape), dnb
+
+
+_streamed_pool.defvjp(_streamed_pool_fwd, _streamed_pool_bwd)
 
 
 class HPNet(nn.Module):

@@ -1,0 +1,37 @@
+"""``python -m benchmarks [--quick] [--suites ceilings,hpnet,...] [--out DIR]``.
+
+Runs the suites in one process (HPNet's framework runs in fresh subprocesses for
+their peak memory) and writes ``benchmarks/results/<machine>.json`` and ``.md``
+(see :mod:`benchmarks.harness`). Quote numbers from a full run on a quiet machine;
+``--quick`` is a smoke run of tiny sizes (CI), written to ``<machine>.quick.*``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from benchmarks import harness
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+  p.add_argument("--quick", action="store_true", help="tiny sizes, 1-2 iterations (smoke run)")
+  p.add_argument("--suites", default=",".join(harness.SUITES),
+                 help=f"comma-separated subset of {','.join(harness.SUITES)} (default: all)")
+  p.add_argument("--out", default=harness.RESULTS_DIR, help="results directory")
+  args = p.parse_args(argv)
+  names = [n for n in args.suites.split(",") if n]
+  try:
+    result = harness.run_suites(names, args.quick, log=lambda s: print(s, file=sys.stderr))
+  except ValueError as e:
+    p.error(str(e))
+  jpath, mpath = harness.write_results(result, args.out)
+  print(f"wrote {jpath} and {mpath}")
+  for name, t in result["targets"].items():
+    print(f"  {name}: {t['value']} (goal {t['goal']}) -> "
+          f"{ {True: 'met', False: 'NOT met', None: 'not measured'}[t['met']] }")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
