@@ -23,15 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
-  """Best wall time of ``repeats`` calls of ``fn`` after one warm-up call."""
-  fn()
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t)
-  return best
+from benchmarks.timing import best_seconds  # noqa: E402  (re-exported)
 
 
 def jax_matmul_gflops(n: int, repeats: int) -> float:

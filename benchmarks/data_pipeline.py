@@ -19,6 +19,8 @@ the project's benchmark harness.
 """
 from __future__ import annotations
 
+from benchmarks.timing import best_seconds
+
 import argparse
 import io
 import json
@@ -62,13 +64,7 @@ def _write_celeba(root: str, n: int, seed: int = 0) -> None:
 
 def _rate(fn, n_items: int, repeats: int) -> float:
   """Best-of-``repeats`` items per second of ``fn()`` after one warm-up call."""
-  fn()
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t)
-  return n_items / best
+  return n_items / best_seconds(fn, repeats)
 
 
 def _random_batches(src, n_batches: int, seed: int = 0):

@@ -179,12 +179,7 @@ def check_targets(derived_: dict[str, Any], suites: dict[str, Any]) -> dict[str,
   return out
 
 
-def _write_atomic(path: str, text: str) -> None:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+from hpjax.attributes import write_atomic as _write_atomic  # noqa: E402
 
 
 def write_results(result: dict[str, Any], out_dir: str = RESULTS_DIR) -> tuple[str, str]:

@@ -36,15 +36,7 @@ from hpjax import image_score as isc
 from hpjax.models.classifiers import ResNet18, SmallCNN
 
 
-def _best_time(fn: Callable[[], Any], repeats: int) -> float:
-  """Best wall time of ``repeats`` calls (after one warm-up call)."""
-  fn()
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t)
-  return best
+from benchmarks.timing import best_seconds as _best_time  # noqa: E402
 
 
 def copy_bandwidth(num_bytes: int, threads: int, repeats: int = 3) -> float:
