@@ -93,7 +93,7 @@ class AttentionHeads(nn.Module):
     num_attributes: K.
     head_chunk: 0 computes the whole batch at once with every mask materialised
       (``[batch, H, W, K, C]``; simplest, fine for tiny tensors). Any positive value
-      streams the heads over chunks of ``STREAM_ELEMENTS`` mask values
+      streams the heads over chunks of about ``STREAM_ROWS`` feature-map positions
       with an analytic backward pass (:func:`streamed_heads`), so memory does not
       grow with batch·H·W·K·C. (It used to be the images per rematerialised chunk;
       positive values keep working.)
@@ -130,12 +130,12 @@ def _stacked_lecun_normal(key, shape, dtype=jnp.float32):
       jax.random.split(key, shape[0]))
 
 
-# Mask values per streamed head chunk: rows = STREAM_ELEMENTS // (K·C) feature-map
-# positions (256 at K·C = 40·128), so the chunk's [rows, K·C] pre-activations (5 MB)
-# stay in cache between the GEMM that writes them and the sigmoid/multiply/sum that
-# read them, and a narrow (pruned) model still does enough work per loop iteration to
-# hide the iteration's fixed cost. Measured in benchmarks/NOTES.md.
-STREAM_ELEMENTS = 256 * 40 * 128
+# Feature-map positions per streamed head chunk. 256 keeps a chunk's [rows, K·C]
+# pre-activations (5 MB at K·C = 40·128) in cache between the GEMM that writes them and
+# the sigmoid/multiply/sum that read them; it also measured 2-5x faster than 128 or 512
+# rows, at C = 128 and at a pruned C = 32 alike, because of how XLA fuses the sigmoid
+# into the sums at those sizes (benchmarks/NOTES.md).
+STREAM_ROWS = 256
 
 
 def _is_identity(n: ArrayLike, beta: ArrayLike) -> bool:
@@ -169,7 +169,7 @@ def streamed_heads(params: dict[str, jax.Array], f: jax.Array, n: ArrayLike, bet
     f: feature map ``[batch, H, W, C]``.
     n, beta: mask transform parameters; Python ``(1, 0)`` skips the transform; traced
       values get exact gradients.
-    rows: positions per chunk (default ``STREAM_ELEMENTS // (K·C)``).
+    rows: positions per chunk (default ``STREAM_ROWS``).
 
   Returns:
     ``(logits [batch, K], mask_l1 [batch])``, equal to :func:`head_logits`'s.
@@ -177,10 +177,8 @@ def streamed_heads(params: dict[str, jax.Array], f: jax.Array, n: ArrayLike, bet
   identity = _is_identity(n, beta)
   nb = jnp.zeros((2,), f.dtype) if identity else jnp.stack(
       [jnp.asarray(n, f.dtype), jnp.asarray(beta, f.dtype)])
-  k, c = params["mask_kernel"].shape[:2]
-  rows = rows or max(1, STREAM_ELEMENTS // (k * c))
   pooled, mask_l1 = _streamed_pool(params["mask_kernel"], params["mask_bias"], f, nb,
-                                   identity, rows)
+                                   identity, rows or STREAM_ROWS)
   logits = jnp.einsum("bkd,kd->bk", pooled, params["kernel"]) + params["bias"]
   return logits, mask_l1
 
