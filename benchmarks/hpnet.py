@@ -62,6 +62,10 @@ class Shape:
 
 
 FULL_SHAPES = (Shape(28, 1, 10), Shape(32, 3, 40), Shape(64, 3, 40))
+# Model variants: "hpnet" (float32, the default), "hpnet_bf16" (the heads' GEMM operands
+# in bfloat16, float32 accumulation; the opt-in HPNet(head_matmul_dtype="bfloat16"), with
+# the same change in PyTorch), "baseline" (extractor + GAP + dense).
+MODEL_MATMUL_DTYPE = {"hpnet": None, "hpnet_bf16": "bfloat16"}
 QUICK_SHAPES = (Shape(12, 1, 3, batch=4, features=(4, 8, 8, 8)),)
 
 
@@ -79,7 +83,7 @@ def forward_flops(shape: Shape, model: str = "hpnet", features: Sequence[int] | 
   for cout in features:
     total += 2 * 9 * cin * cout * hw
     cin = cout
-  if model == "hpnet":
+  if model.startswith("hpnet"):
     total += 2 * hw * shape.num_attributes * features[-1] ** 2
   return total
 
@@ -113,8 +117,19 @@ def _rate(times: list[tuple[float, float]], batch: int) -> dict[str, Any]:
 
 
 def _peak_rss_mb() -> float:
-  # Linux reports ru_maxrss in KiB.
-  return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+  """This process's peak resident set size in MiB.
+
+  Linux's ``VmHWM`` first: ``ru_maxrss`` survives ``fork`` + ``exec``, so a worker started
+  by a big parent would report the parent's peak (seen: every worker read 1324 MiB).
+  """
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return round(int(line.split()[1]) / 1024, 1)  # kB
+  except OSError:
+    pass
+  return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
 def _batch(shape: Shape, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -127,6 +142,16 @@ def _batch(shape: Shape, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------
 # Workers (each runs in its own process).
 
+def _jax_model(name: str, shape: Shape) -> Any:
+  """The library's model for a benchmark variant name (see ``MODEL_MATMUL_DTYPE``)."""
+  from hpjax.models import BaselineNet, HPNet
+
+  if name == "baseline":
+    return BaselineNet(shape.num_attributes, shape.features, shape.dilations)
+  return HPNet(shape.num_attributes, shape.features, shape.dilations,
+               head_matmul_dtype=MODEL_MATMUL_DTYPE[name])
+
+
 def jax_worker(spec: dict[str, Any]) -> dict[str, Any]:
   """Inference then training of the library's HPNet/BaselineNet; see the module docstring."""
   import jax
@@ -135,14 +160,10 @@ def jax_worker(spec: dict[str, Any]) -> dict[str, Any]:
   from hpjax import training
   from hpjax.attributes import make_loss_fn
   from hpjax.configs import AttributesConfig
-  from hpjax.models import BaselineNet, HPNet
 
   shape = Shape(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["shape"].items()})
   timing = spec["timing"]
-  if spec["model"] == "hpnet":
-    model = HPNet(shape.num_attributes, shape.features, shape.dilations)
-  else:
-    model = BaselineNet(shape.num_attributes, shape.features, shape.dilations)
+  model = _jax_model(spec["model"], shape)
   image_shape = (shape.size, shape.size, shape.channels)
   config = AttributesConfig(features=shape.features, dilations=shape.dilations,
                             batch_size=shape.batch, image_size=shape.size)
@@ -186,6 +207,11 @@ def jax_worker(spec: dict[str, Any]) -> dict[str, Any]:
                   "loss_first": first_loss, "loss_last": holder["loss"],
                   "xla_memory": _memory(step_c)}
   out["peak_rss_mb"] = _peak_rss_mb()
+  # The matmul ceiling again, in this process right after the steps: on a shared machine
+  # the load changes during a run, and the harness takes the best ceiling it saw.
+  from benchmarks import ceilings
+  n, reps = (512, 2) if spec.get("quick") else (4096, 3)
+  out["matmul_gflops_after"] = round(ceilings.jax_matmul_gflops(n, reps), 1)
   dev = jax.devices()[0]
   if dev.platform == "gpu":
     out["device_peak_mb"] = round((dev.memory_stats() or {}).get("peak_bytes_in_use", 0) / 2 ** 20, 1)
@@ -220,8 +246,14 @@ def torch_worker(spec: dict[str, Any]) -> dict[str, Any]:
   device = torch.device("cuda" if spec.get("gpu") and torch.cuda.is_available() else "cpu")
   sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
   torch.manual_seed(0)
-  cls = torch_hpnet.TorchHPNet if spec["model"] == "hpnet" else torch_hpnet.TorchBaselineNet
-  model = cls(shape.channels, shape.num_attributes, shape.features, shape.dilations).to(device)
+  if spec["model"].startswith("hpnet"):
+    dtype = getattr(torch, MODEL_MATMUL_DTYPE[spec["model"]] or "float32")
+    model = torch_hpnet.TorchHPNet(shape.channels, shape.num_attributes, shape.features,
+                                   shape.dilations,
+                                   None if dtype == torch.float32 else dtype).to(device)
+  else:
+    model = torch_hpnet.TorchBaselineNet(shape.channels, shape.num_attributes, shape.features,
+                                         shape.dilations).to(device)
   images, labels = _batch(shape)
   x = torch.from_numpy(images).to(device).float() / 255.0
   y = torch.from_numpy(labels).to(device)
@@ -324,14 +356,16 @@ def run(quick: bool = False, *, threads: int | None = None, torch_compile: bool 
   timeout = 300 if quick else 1800
   runs: list[dict[str, Any]] = []
   torch_modes = (["eager", "compile"] if torch_compile else ["eager"]) if have_torch else []
-  # The baseline (extractor only) at the largest shape separates the extractor's share.
-  jobs = [("hpnet", s) for s in shapes] + ([] if quick else [("baseline", shapes[-1])])
+  # The baseline (extractor only) at the largest shape separates the extractor's share;
+  # the bfloat16-GEMM variant runs there too.
+  jobs = [("hpnet", s) for s in shapes] + (
+      [] if quick else [("hpnet_bf16", shapes[-1]), ("baseline", shapes[-1])])
   # A quick run works in this process: a fresh interpreter per worker costs seconds of
   # imports each, which is what --quick cannot afford; its RSS is then not isolated.
   launch = _in_process if quick else functools.partial(_spawn, timeout=timeout)
   for model, shape in jobs:
     base = {"model": model, "shape": dataclasses.asdict(shape), "timing": timing,
-            "threads": threads, "gpu": gpu}
+            "threads": threads, "gpu": gpu, "quick": quick}
     runs.append(launch({**base, "framework": "jax", "mode": "jit"}))
     for mode in torch_modes:
       runs.append(launch({**base, "framework": "torch", "mode": mode}))
@@ -343,7 +377,7 @@ def run(quick: bool = False, *, threads: int | None = None, torch_compile: bool 
                  "timing": timing,
                  "isolation": ("in-process (quick: RSS not isolated)" if quick else
                                "one fresh process per framework and shape"),
-                 "peak_memory": "ru_maxrss of that process (KiB→MiB), read after inference "
+                 "peak_memory": "peak RSS (VmHWM) of that process, read after inference "
                                 "and after training; JAX also reports XLA memory_analysis()",
                  "flops": "analytic: extractor 3x3 convs + K*H*W*C^2 mask convs, x3 for training",
                  "jax_step": "hpjax.training.train_step + attributes.make_loss_fn + make_optimizer, "
@@ -468,10 +502,8 @@ def profile_train_step(shape: Shape, model_name: str = "hpnet", top: int = 30,
   from hpjax import training
   from hpjax.attributes import make_loss_fn
   from hpjax.configs import AttributesConfig
-  from hpjax.models import BaselineNet, HPNet
 
-  model = (HPNet if model_name == "hpnet" else BaselineNet)(
-      shape.num_attributes, shape.features, shape.dilations)
+  model = _jax_model(model_name, shape)
   image_shape = (shape.size, shape.size, shape.channels)
   config = AttributesConfig(features=shape.features, dilations=shape.dilations)
   state = training.create_train_state(model, training.make_optimizer(1e-3, 1, 10), image_shape, 0)
@@ -517,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--worker", help=argparse.SUPPRESS)
   p.add_argument("--profile", action="store_true",
                  help="print the train step's top XLA ops at 64x64/K=40 (batch 8)")
-  p.add_argument("--model", default="hpnet", choices=["hpnet", "baseline"],
+  p.add_argument("--model", default="hpnet", choices=[*MODEL_MATMUL_DTYPE, "baseline"],
                  help="model for --profile")
   args = p.parse_args(argv)
   if args.worker:

@@ -51,14 +51,18 @@ class TorchHPNet(nn.Module):
   """Extractor + K attention heads (paper A, Eq. 8–9), as in ``hpjax.models.HPNet``.
 
   ``forward`` takes NHWC images in [0, 1] (the JAX layout) and returns
-  ``(logits [batch, K], mask_l1 [batch])``.
+  ``(logits [batch, K], mask_l1 [batch])``. ``matmul_dtype=torch.bfloat16`` runs the
+  heads' mask einsum (and so its autograd GEMMs) on bfloat16 operands, as
+  ``HPNet(head_matmul_dtype="bfloat16")`` does (PyTorch also rounds its output to
+  bfloat16; JAX keeps the float32 accumulator).
   """
 
   def __init__(self, in_channels: int, num_attributes: int,
                features: Sequence[int] = (32, 64, 64, 128),
-               dilations: Sequence[int] = (1, 2, 3, 2)):
+               dilations: Sequence[int] = (1, 2, 3, 2), matmul_dtype: Any = None):
     super().__init__()
     k, c = num_attributes, features[-1]
+    self.matmul_dtype = matmul_dtype
     self.extractor = Extractor(in_channels, features, dilations)
     self.mask_kernel = nn.Parameter(torch.randn(k, c, c) / c ** 0.5)
     self.mask_bias = nn.Parameter(torch.zeros(k, c))
@@ -68,7 +72,12 @@ class TorchHPNet(nn.Module):
   def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     f = self.extractor(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # [b, H, W, C]
     # All K heads in one einsum: [b, H, W, C] x [K, C, C] -> [b, H, W, K, C].
-    masks = torch.sigmoid(torch.einsum("bhwc,kcd->bhwkd", f, self.mask_kernel) + self.mask_bias)
+    if self.matmul_dtype is None:
+      pre = torch.einsum("bhwc,kcd->bhwkd", f, self.mask_kernel)
+    else:
+      pre = torch.einsum("bhwc,kcd->bhwkd", f.to(self.matmul_dtype),
+                         self.mask_kernel.to(self.matmul_dtype)).float()
+    masks = torch.sigmoid(pre + self.mask_bias)
     pooled = (masks * f.unsqueeze(3)).mean(dim=(1, 2))  # GAP(M ⊙ f): [b, K, C]
     logits = torch.einsum("bkd,kd->bk", pooled, self.kernel) + self.bias
     return logits, masks.sum(dim=(1, 2, 3, 4))

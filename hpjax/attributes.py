@@ -33,7 +33,9 @@ def build_model(config: AttributesConfig, num_attributes: int, model: str | None
   from hpjax.models import BaselineNet, HPNet
   if (model or config.model) == "baseline":
     return BaselineNet(num_attributes, tuple(config.features), tuple(config.dilations))
-  return HPNet(num_attributes, tuple(config.features), tuple(config.dilations), config.head_chunk)
+  dtype = None if config.head_matmul_dtype == "float32" else config.head_matmul_dtype
+  return HPNet(num_attributes, tuple(config.features), tuple(config.dilations), config.head_chunk,
+               dtype, config.head_stream_rows)
 
 
 def make_loss_fn(config: AttributesConfig, image_shape: tuple[int, int, int],

@@ -73,6 +73,7 @@ and must be compared anyway.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -454,7 +455,13 @@ def score(reference: Reference, taps: TapArrays, assigned: Any = None, *,
 
 def _score_in_chunks(reference: Reference, xs: tuple[Any, ...], assigned: Any, chunk_size: int,
                      scorer: Callable[..., jax.Array], where: str) -> np.ndarray:
-  """Runs ``scorer`` over fixed-size chunks (the last one zero-padded) and concatenates."""
+  """Runs ``scorer`` over fixed-size chunks (the last one zero-padded) and concatenates.
+
+  On CPU the chunks are scored by one thread per core (at most 4): XLA runs each
+  chunk's reduction on one core, and a read-bound reduction gains from a second core's
+  memory stream (benchmarks/NOTES.md). Each thread holds one chunk, so memory stays
+  bounded; the first chunk runs alone, so the scorer is traced once.
+  """
   if chunk_size < 1:
     raise ValueError(f"{where}: expected chunk_size >= 1, got {chunk_size}")
   n = xs[0].shape[0]
@@ -462,10 +469,19 @@ def _score_in_chunks(reference: Reference, xs: tuple[Any, ...], assigned: Any, c
   a = np.asarray(assigned)
   size = min(chunk_size, n)
   reference = jax.device_put(reference)
-  out = []
-  for start in range(0, n, size):
+
+  def one(start: int) -> jax.Array:  # dispatched asynchronously
     chunk = tuple(jax.device_put(_padded_chunk(x, start, size)) for x in flat)
-    out.append(scorer(reference, chunk, jax.device_put(_padded_chunk(a, start, size))))
+    return scorer(reference, chunk, jax.device_put(_padded_chunk(a, start, size)))
+
+  starts = range(0, n, size)
+  out = [np.asarray(one(starts[0]))]
+  threads = min(len(os.sched_getaffinity(0)), 4) if jax.default_backend() == "cpu" else 1
+  if threads > 1 and len(starts) > 1:
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+      out += list(pool.map(lambda s: np.asarray(one(s)), starts[1:]))
+  else:  # accelerators: async dispatch already overlaps transfers with compute
+    out += [one(s) for s in starts[1:]]
   return np.concatenate([np.asarray(o) for o in out])[:n]
 
 
@@ -658,7 +674,7 @@ def load_taps(directory: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def score_stored(reference: Reference, taps: str | os.PathLike | TapArrays, assigned: Any = None,
-                 *, chunk_size: int = 1024, similarity: str = "recall", eps: float = DEFAULT_EPS,
+                 *, chunk_size: int = 2048, similarity: str = "recall", eps: float = DEFAULT_EPS,
                  chunk_scorer: Callable[..., jax.Array] | None = None) -> np.ndarray:
   """Image scores of stored activations, read chunk by chunk (SPEC B3).
 
@@ -675,7 +691,8 @@ def score_stored(reference: Reference, taps: str | os.PathLike | TapArrays, assi
       ``reference.names``. Each is ``[N, *tap_shape]``.
     assigned: ``[N]`` int class of each image; None for a dataset-level reference.
     chunk_size: images per chunk (one scorer call; rows are scored in cache-sized
-      blocks inside it, so larger chunks only save dispatch overhead).
+      blocks inside it, so larger chunks only save dispatch overhead; on CPU one
+      chunk per core is in flight).
     similarity: "recall", "jaccard" or "dice".
     eps: ε, the smoothing of the counts.
     chunk_scorer: a jitted ``(reference, xs, assigned) -> [chunk]`` to use

@@ -23,13 +23,19 @@ def test_targets_and_slug():
       "train_ratio_jax_over_torch_eager": 3.0, "peak_rss_mb/jax": 3500.0}}},
       "pruning": {"rows": [{"flop_reduction": 1.0, "efficiency": 1.0},
                            {"flop_reduction": 2.0, "efficiency": 0.7},
-                           {"flop_reduction": 4.0, "efficiency": 0.9}]}}
+                           {"flop_reduction": 4.0, "efficiency": 0.9}]},
+      "image_score": {"stored_fraction_of_copy": 0.6, "fused_vs_plain_forward": {
+          "a": {"two_programs_over_plain_wall": 1.1, "one_program_over_plain_wall": 1.3},
+          "b": {"two_programs_over_plain_wall": 1.5, "one_program_over_plain_wall": 1.25}}}}
   t = harness.check_targets({"hpnet/64x64x3_K40/train_fraction_of_matmul_ceiling": 0.2}, suites)
   assert t["train_64_ratio_vs_torch_eager"]["met"] is True
   assert t["train_64_fraction_of_matmul_ceiling"] == {"value": 0.2, "goal": ">= 0.35",
                                                        "met": False}
   assert t["train_64_peak_rss_mb"]["met"] is False
   assert t["pruning_efficiency"]["value"] == 0.7 and t["pruning_efficiency"]["met"] is False
+  assert t["image_score_stored_fraction_of_copy"]["met"] is True
+  # The worse model's better variant: b's one-program 1.25 > 1.2.
+  assert t["image_score_fused_over_forward"] == {"value": 1.25, "goal": "<= 1.2", "met": False}
   assert harness.check_targets({}, {})["pruning_efficiency"]["met"] is None
   assert harness.slug("Intel(R) Xeon(R) Processor @ 2.1GHz") == "intel-xeon-processor-2-1ghz"
 

@@ -47,9 +47,33 @@ def test_chunked_heads_equal_whole_batch_values_and_gradients(setup):
 
   whole = HPNet(K, FEAT, DIL, head_chunk=0)
   v1, g1 = jax.value_and_grad(loss)(variables["params"], whole)
-  v2, g2 = jax.value_and_grad(loss)(variables["params"], chunked)
-  np.testing.assert_allclose(v1, v2, rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g1, g2)
+  # Default rows: 9×9 = 81 positions < 256, so chunks of whole images (7 = 3 + 3 + padded);
+  # 16 rows: each image split into 9 blocks of 9 positions.
+  for streamed in (chunked, HPNet(K, FEAT, DIL, head_chunk=1, head_stream_rows=16)):
+    v2, g2 = jax.value_and_grad(loss)(variables["params"], streamed)
+    np.testing.assert_allclose(v1, v2, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g1, g2)
+
+
+def test_bfloat16_head_matmuls_close_to_float32(setup):
+  """The opt-in bfloat16 GEMM operands change logits and gradients only slightly,
+  the same way on the streamed and the whole-batch paths, and really are used."""
+  _, variables, x = setup
+
+  def loss(params, model):
+    logits, aux = model.apply({**variables, "params": params}, x, n=2.0, beta=0.1)
+    return jnp.sum(jnp.sin(logits)) + 1e-3 * jnp.sum(aux["mask_l1"]), logits
+
+  grad = jax.grad(loss, has_aux=True)
+  g32, l32 = grad(variables["params"], HPNet(K, FEAT, DIL, head_chunk=1))
+  for chunk in (0, 1):
+    g16, l16 = grad(variables["params"],
+                    HPNet(K, FEAT, DIL, head_chunk=chunk, head_matmul_dtype="bfloat16"))
+    err = float(jnp.max(jnp.abs(l16 - l32)) / jnp.max(jnp.abs(l32)))
+    assert 1e-6 < err < 1e-2, (chunk, err)
+    for a, b in zip(jax.tree.leaves(g16["heads"]), jax.tree.leaves(g32["heads"])):
+      rel = float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+      assert rel < 2e-2, (chunk, rel)
 
 
 def test_transform_at_apply_time_and_identity(setup):
