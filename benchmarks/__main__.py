@@ -8,6 +8,7 @@ their peak memory) and writes ``benchmarks/results/<machine>.json`` and ``.md``
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from benchmarks import harness
@@ -27,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p.error(str(e))
   jpath, mpath = harness.write_results(result, args.out)
   print(f"wrote {jpath} and {mpath}")
-  for name, t in result["targets"].items():
+  with open(jpath) as f:  # the targets over this run merged with the suites kept there
+    targets = json.load(f)["targets"]
+  for name, t in targets.items():
     print(f"  {name}: {t['value']} (goal {t['goal']}) -> "
           f"{ {True: 'met', False: 'NOT met', None: 'not measured'}[t['met']] }")
   return 0

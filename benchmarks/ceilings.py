@@ -2,7 +2,8 @@
 
 * float32 matmul GFLOP/s of a large square ``n × n`` product, through JAX (XLA) and
   NumPy (its BLAS), with all threads; the better one is "the matmul ceiling" that
-  model throughputs are quoted against.
+  model throughputs are quoted against. The same JAX product on bfloat16 operands
+  (float32 accumulation) is the ceiling of the bfloat16-GEMM model variant.
 * memory copy bandwidth in GB/s: ``np.copyto`` between two large arrays, one thread
   and one per core (counting the bytes read: bytes read + bytes written would be
   twice these numbers), and a JAX elementwise ``x + 1`` with the input donated to the
@@ -26,10 +27,11 @@ import numpy as np
 from benchmarks.timing import best_seconds  # noqa: E402  (re-exported)
 
 
-def jax_matmul_gflops(n: int, repeats: int) -> float:
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  mm = jax.jit(jnp.matmul)
+def jax_matmul_gflops(n: int, repeats: int, dtype: Any = jnp.float32) -> float:
+  """GFLOP/s of a jitted ``n × n`` matmul with ``dtype`` operands (float32 accumulation)."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(dtype)
+  mm = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
   return 2 * n ** 3 / best_seconds(lambda: mm(a, b).block_until_ready(), repeats) / 1e9
 
 
@@ -85,6 +87,7 @@ def run(quick: bool = False) -> dict[str, Any]:
   repeats = 2 if quick else 5
   threads = len(os.sched_getaffinity(0))
   matmul = {"jax": jax_matmul_gflops(n, repeats), "numpy": numpy_matmul_gflops(n, repeats)}
+  bf16 = jax_matmul_gflops(n, repeats, jnp.bfloat16)
   copy = {"numpy_1_thread": numpy_copy_gbps(copy_bytes, 1, repeats),
           f"numpy_{threads}_threads": numpy_copy_gbps(copy_bytes, threads, repeats),
           "jax_donated": jax_copy_gbps(copy_bytes, repeats)}
@@ -94,6 +97,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "copy_convention": "bytes read per second (bytes moved = 2x)"},
       "matmul_gflops": {k: round(v, 1) for k, v in matmul.items()},
       "matmul_ceiling_gflops": round(max(matmul.values()), 1),
+      # bfloat16 operands, float32 accumulation: the ceiling of the opt-in bf16 heads.
+      "matmul_bf16_gflops": round(bf16, 1),
       "copy_gbps": {k: round(v, 2) for k, v in copy.items()},
       "copy_ceiling_gbps": round(max(copy.values()), 2),
   }

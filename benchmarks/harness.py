@@ -159,11 +159,15 @@ def derived(suites: dict[str, Any]) -> dict[str, Any]:
   out: dict[str, Any] = {"matmul_ceiling_gflops": ceil, "matmul_gflops_seen": seen}
   if not ceil:
     return out
+  bf16 = suites.get("ceilings", {}).get("matmul_bf16_gflops")
+  out["matmul_bf16_gflops"] = bf16
   for key, row in summary.items():
+    # The bfloat16-GEMM variant against the bfloat16 ceiling (its heads' GEMMs run there).
+    c = bf16 if key.split("/")[0].endswith("_bf16") else ceil
     for phase in ("train", "inference"):
       g = row.get(f"jax_{phase}_gflops")
-      if g is not None:
-        out[f"{key}/{phase}_fraction_of_matmul_ceiling"] = round(g / ceil, 3)
+      if g is not None and c:
+        out[f"{key}/{phase}_fraction_of_matmul_ceiling"] = round(g / c, 3)
   return out
 
 
@@ -265,6 +269,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["## Ceilings", "", f"config: {c['config']}", ""]
     lines += _table(["measure", "value"],
                     [[f"matmul GFLOP/s ({k})", x] for k, x in c["matmul_gflops"].items()] +
+                    [["matmul GFLOP/s (jax, bfloat16 operands)", c.get("matmul_bf16_gflops")]] +
                     [[f"copy GB/s ({k})", x] for k, x in c["copy_gbps"].items()])
   h = s.get("hpnet", {})
   if "summary" in h:
@@ -293,7 +298,10 @@ def markdown(result: dict[str, Any]) -> str:
               "divide images by the process's CPU seconds instead, which a shared machine's "
               "load moves much less. Matmul ceiling used for the fractions: "
               f"{d.get('matmul_ceiling_gflops')} GFLOP/s, the best of "
-              f"{d.get('matmul_gflops_seen')} (ceilings suite, then each JAX worker).", ""]
+              f"{d.get('matmul_gflops_seen')} (ceilings suite, then each JAX worker); "
+              f"the `hpnet_bf16` rows (heads' GEMMs on bfloat16 operands, in JAX and in "
+              f"PyTorch) against the bfloat16 matmul ceiling, {d.get('matmul_bf16_gflops')} "
+              "GFLOP/s.", ""]
     rows = [[key, r.get("peak_rss_mb/jax"), r.get("peak_rss_mb/torch_eager"),
              r.get("peak_rss_mb/torch_compile"), r.get("first_step_s/jax"),
              r.get("first_step_s/torch_eager"), r.get("first_step_s/torch_compile")]

@@ -40,6 +40,18 @@ def test_targets_and_slug():
   assert harness.slug("Intel(R) Xeon(R) Processor @ 2.1GHz") == "intel-xeon-processor-2-1ghz"
 
 
+def test_derived_fractions_use_the_matching_ceiling():
+  suites = {"ceilings": {"matmul_ceiling_gflops": 100.0, "matmul_bf16_gflops": 400.0},
+            "hpnet": {"runs": [{"matmul_gflops_after": 120.0}],
+                      "summary": {"hpnet/s": {"jax_train_gflops": 60.0},
+                                  "hpnet_bf16/s": {"jax_train_gflops": 200.0}}}}
+  d = harness.derived(suites)
+  # float32 rows against the best float32 rate seen (the worker's 120), bf16 against 400.
+  assert d["matmul_ceiling_gflops"] == 120.0
+  assert d["hpnet/s/train_fraction_of_matmul_ceiling"] == 0.5
+  assert d["hpnet_bf16/s/train_fraction_of_matmul_ceiling"] == 0.5
+
+
 def test_quick_run_writes_valid_results(tmp_path, capsys):
   from benchmarks.__main__ import main
 

@@ -113,8 +113,9 @@ class AttentionHeads(nn.Module):
       the demo's small heads, K·C = 448, run 12% faster per step with 2048).
     matmul_dtype: None (float32, the default) or a dtype such as ``"bfloat16"`` for
       the operands of the heads' mask GEMMs (forward and backward), accumulated in
-      float32. Opt-in speed for hardware with bfloat16 matrix units; logits move by
-      ~1e-3 relative (tests/test_hpnet.py measures it).
+      float32. Opt-in speed for hardware with bfloat16 matrix units (1.3× per training
+      step on an AMX CPU, benchmarks/NOTES.md); logits move by < 1e-2 relative
+      (tests/test_hpnet.py measures it).
   """
 
   num_attributes: int
