@@ -476,7 +476,8 @@ def _score_in_chunks(reference: Reference, xs: tuple[Any, ...], assigned: Any, c
 
   starts = range(0, n, size)
   out = [np.asarray(one(starts[0]))]
-  threads = min(len(os.sched_getaffinity(0)), 4) if jax.default_backend() == "cpu" else 1
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  threads = min(cores or 1, 4) if jax.default_backend() == "cpu" else 1
   if threads > 1 and len(starts) > 1:
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
       out += list(pool.map(lambda s: np.asarray(one(s)), starts[1:]))
