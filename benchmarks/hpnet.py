@@ -5,7 +5,7 @@ Run through the harness (``python -m benchmarks --suites hpnet,pruning``) or alo
 prints the train step's most expensive XLA ops (the CPU runtime's per-op trace).
 
 What one configuration measures, each framework in a fresh subprocess so that its
-peak resident memory (``ru_maxrss``) is its own:
+peak resident memory (``VmHWM``) is its own:
 
 * inference (``train=False`` / ``model.eval()``) images/s, then training images/s
   of one full optimizer step (forward, Eq. 10 loss, backward, Adam);
