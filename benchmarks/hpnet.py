@@ -106,6 +106,17 @@ def _time_calls(fn: Callable[[], Any], *, warmup: int, min_steps: int, max_steps
   return times
 
 
+def _train_timing(one: Callable[[], None], holder: dict[str, Any], timing: dict[str, Any]
+                  ) -> tuple[float, float, list[tuple[float, float]]]:
+  """Times ``one`` (a blocking train step that leaves its loss in ``holder["loss"]``):
+  ``(first call s, first loss, timed calls)``; the first call includes any compilation."""
+  t = time.perf_counter()
+  one()
+  first = time.perf_counter() - t
+  first_loss = holder["loss"]
+  return first, first_loss, _time_calls(one, **timing)
+
+
 def _rate(times: list[tuple[float, float]], batch: int) -> dict[str, Any]:
   wall = [w for w, _ in times]
   cpu = [c for _, c in times]
@@ -197,11 +208,7 @@ def jax_worker(spec: dict[str, Any]) -> dict[str, Any]:
     jax.block_until_ready((holder["state"], metrics))
     holder["loss"] = float(metrics["loss"])
 
-  t = time.perf_counter()
-  one()
-  first_exec = time.perf_counter() - t
-  first_loss = holder["loss"]
-  times = _time_calls(one, **timing["train"])
+  first_exec, first_loss, times = _train_timing(one, holder, timing["train"])
   out["train"] = {**_rate(times, shape.batch), "compile_s": round(compile_s, 3),
                   "first_step_s": round(compile_s + first_exec, 3),
                   "loss_first": first_loss, "loss_last": holder["loss"],
@@ -247,10 +254,9 @@ def torch_worker(spec: dict[str, Any]) -> dict[str, Any]:
   sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
   torch.manual_seed(0)
   if spec["model"].startswith("hpnet"):
-    dtype = getattr(torch, MODEL_MATMUL_DTYPE[spec["model"]] or "float32")
+    dtype = MODEL_MATMUL_DTYPE[spec["model"]]
     model = torch_hpnet.TorchHPNet(shape.channels, shape.num_attributes, shape.features,
-                                   shape.dilations,
-                                   None if dtype == torch.float32 else dtype).to(device)
+                                   shape.dilations, dtype and getattr(torch, dtype)).to(device)
   else:
     model = torch_hpnet.TorchBaselineNet(shape.channels, shape.num_attributes, shape.features,
                                          shape.dilations).to(device)
@@ -285,11 +291,7 @@ def torch_worker(spec: dict[str, Any]) -> dict[str, Any]:
     holder["loss"] = float(step(x, y))
     sync()
 
-  t = time.perf_counter()
-  one()
-  first = time.perf_counter() - t
-  first_loss = holder["loss"]
-  times = _time_calls(one, **timing["train"])
+  first, first_loss, times = _train_timing(one, holder, timing["train"])
   out["train"] = {**_rate(times, shape.batch), "first_step_s": round(first, 3),
                   "loss_first": first_loss, "loss_last": holder["loss"]}
   out["peak_rss_mb"] = _peak_rss_mb()

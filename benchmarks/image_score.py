@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import tempfile
-import threading
 import time
 from typing import Any, Callable
 
@@ -36,25 +35,8 @@ from hpjax import image_score as isc
 from hpjax.models.classifiers import ResNet18, SmallCNN
 
 
+from benchmarks.ceilings import numpy_copy_gbps  # noqa: E402
 from benchmarks.timing import best_seconds as _best_time  # noqa: E402
-
-
-def copy_bandwidth(num_bytes: int, threads: int, repeats: int = 3) -> float:
-  """GB/s of ``np.copyto`` over ``threads`` Python threads (NumPy drops the GIL)."""
-  n = num_bytes // 4
-  src = np.random.default_rng(0).random(n, dtype=np.float32)
-  dst = np.empty_like(src)
-  bounds = np.linspace(0, n, threads + 1).astype(int)
-
-  def copy():
-    workers = [threading.Thread(target=np.copyto, args=(dst[lo:hi], src[lo:hi]))
-               for lo, hi in zip(bounds[:-1], bounds[1:])]
-    for w in workers:
-      w.start()
-    for w in workers:
-      w.join()
-
-  return src.nbytes / _best_time(copy, repeats) / 1e9
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -87,8 +69,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     total_bytes = sum(x.nbytes for x in taps.values())
     reference = isc.fit_reference(taps, labels, 10, batch_size=batch)
 
-    copy1 = copy_bandwidth(min(total_bytes, 1 << 29), 1, repeats)
-    copy2 = copy_bandwidth(min(total_bytes, 1 << 29), 2, repeats)
+    copy1 = numpy_copy_gbps(min(total_bytes, 1 << 29), 1, repeats)
+    copy2 = numpy_copy_gbps(min(total_bytes, 1 << 29), 2, repeats)
     copy_best = max(copy1, copy2)
 
     read_s = _best_time(lambda: [np.add.reduce(x, axis=None) for x in taps.values()], repeats)

@@ -10,7 +10,6 @@ Writes WORKDIR/analysis/attention.json and PNGs.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from hpjax import analysis, cli
@@ -18,12 +17,9 @@ from hpjax import analysis, cli
 
 @cli.guarded
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m evaluate.attention", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--workdir", required=True, help="HPNet run directory")
-  p.add_argument("--baseline-workdir", help="baseline run for Grad-CAM localisation "
-                 "(default: WORKDIR/baseline if trained)")
-  p.add_argument("--limit", type=int, default=256, help="test images for localisation")
+  p = cli.parser("evaluate.attention", __doc__)
+  cli.add_analysis_args(p, limit_help="test images for localisation",
+                        baseline_help="baseline run for Grad-CAM localisation")
   p.add_argument("--stats-limit", type=int, default=1024, help="training images for Figs. 5-6")
   args = p.parse_args(argv)
   r = analysis.run_attention(args.workdir, baseline_workdir=args.baseline_workdir,

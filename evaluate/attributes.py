@@ -7,7 +7,6 @@ table beside it, and prints the table.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -16,8 +15,7 @@ from hpjax import attributes, cli, distributed
 
 @cli.guarded
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m evaluate.attributes", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.parser("evaluate.attributes", __doc__)
   p.add_argument("--workdir", required=True, help="a run directory written by train.attributes")
   p.add_argument("--split", default="test", choices=("train", "val", "test"))
   p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize()")

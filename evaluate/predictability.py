@@ -11,7 +11,6 @@ Writes WORKDIR/analysis/predictability.json, predictability.png, regression.png.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from hpjax import analysis, cli, predictability
@@ -23,11 +22,8 @@ def _fmt(x) -> str:
 
 @cli.guarded
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m evaluate.predictability", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--workdir", required=True, help="HPNet run directory")
-  p.add_argument("--baseline-workdir", help="baseline run (default: WORKDIR/baseline if trained)")
-  p.add_argument("--limit", type=int, default=256, help="test images (default 256)")
+  p = cli.parser("evaluate.predictability", __doc__)
+  cli.add_analysis_args(p)
   p.add_argument("--stats-limit", type=int, default=1024, help="training images for predictors")
   p.add_argument("--random-draws", type=int, default=12, help="random channel sets")
   p.add_argument("--seed", type=int, default=0)

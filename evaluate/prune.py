@@ -9,7 +9,6 @@ WORKDIR/analysis/pruning.{json,png}.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from hpjax import analysis, cli, pruning
@@ -24,10 +23,8 @@ def _counts(text: str) -> list[int]:
 
 @cli.guarded
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m evaluate.prune", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--workdir", required=True, help="HPNet run directory")
-  p.add_argument("--baseline-workdir", help="baseline run (default: WORKDIR/baseline if trained)")
+  p = cli.parser("evaluate.prune", __doc__)
+  cli.add_analysis_args(p)
   p.add_argument("--counts", type=_counts, help="pruned-channel counts, e.g. 0,8,16 "
                  "(default: 8 evenly spaced in [0, C))")
   p.add_argument("--draws", type=int, default=5, help="random orders (default 5)")
@@ -36,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--prune", default="lower", choices=("lower", "higher"),
                  help="within a correlated pair, prune the filter with the lower (SPEC) or "
                  "higher L1 norm")
-  p.add_argument("--limit", type=int, default=256, help="test images (default 256)")
   p.add_argument("--stats-limit", type=int, default=1024, help="training images correlated")
   p.add_argument("--seed", type=int, default=0)
   args = p.parse_args(argv)

@@ -8,7 +8,6 @@ WORKDIR/report/index.html (images embedded; opens without a server).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -18,11 +17,8 @@ from hpjax import cli, report
 @cli.guarded
 def main(argv: list[str] | None = None) -> int:
   d = report.ReportSizes()
-  p = argparse.ArgumentParser(prog="python -m evaluate.report", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--workdir", required=True, help="HPNet run directory")
-  p.add_argument("--baseline-workdir", help="baseline run (default: WORKDIR/baseline if trained)")
-  p.add_argument("--limit", type=int, default=d.limit, help=f"test images (default {d.limit})")
+  p = cli.parser("evaluate.report", __doc__)
+  cli.add_analysis_args(p, limit=d.limit)
   p.add_argument("--stats-limit", type=int, default=d.stats_limit,
                  help=f"training images for statistics (default {d.stats_limit})")
   p.add_argument("--predictability-limit", type=int, default=d.predictability_limit,

@@ -9,7 +9,6 @@ Adds Gaussian noise (σ = 0, 0.05, ..., 0.5; fixed seed; clipped to [0, 1] unles
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from hpjax import analysis, cli
@@ -17,12 +16,8 @@ from hpjax import analysis, cli
 
 @cli.guarded
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m evaluate.robustness", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--workdir", required=True, help="HPNet run directory")
-  p.add_argument("--baseline-workdir", help="baseline run for a reference curve "
-                 "(default: WORKDIR/baseline if trained)")
-  p.add_argument("--limit", type=int, default=256, help="test images (default 256)")
+  p = cli.parser("evaluate.robustness", __doc__)
+  cli.add_analysis_args(p, baseline_help="baseline run for a reference curve")
   p.add_argument("--seed", type=int, default=0, help="noise seed")
   p.add_argument("--no-clip", action="store_true", help="do not clip noisy images to [0, 1]")
   args = p.parse_args(argv)

@@ -11,7 +11,6 @@ re-training epochs (Fig. 5). Writes OUT/semisupervised.{json,md} and PNGs.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -20,8 +19,7 @@ from hpjax import cli, semisupervised_stats
 
 @cli.guarded
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m evaluate.semisupervised", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.parser("evaluate.semisupervised", __doc__)
   p.add_argument("--workdirs", nargs="+", required=True,
                  help="run directories written by train.semisupervised (one data set)")
   p.add_argument("--out", required=True, help="output directory")

@@ -186,19 +186,12 @@ SEMI_PRESETS: dict[str, SemiConfig] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class PhaseConfig:
-  """What :func:`hpjax.training.fit` reads for one phase (saved with its checkpoints)."""
+class PhaseConfig(training.LoopSettings):
+  """What :func:`hpjax.training.fit` reads for one phase (saved with its checkpoints):
+  the loop settings (``seed``: data order and dropout keys of the phase), plus:"""
 
   phase: str            # "pretrain" or "epoch_XXX"
   num_examples: int     # size of the phase's training set
-  batch_size: int
-  num_steps: int
-  log_every: int
-  eval_every: int
-  checkpoint_every: int
-  max_checkpoints: int
-  worker_count: int
-  seed: int             # data order and dropout keys of the phase
 
 
 # ----------------------------------------------------------------------------

@@ -15,15 +15,10 @@ from hpjax import attributes, cli, configs, distributed
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m train.attributes", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.parser("train.attributes", __doc__)
   p.add_argument("--config", default="demo", help=f"preset: {', '.join(configs.ATTRIBUTE_PRESETS)}")
   p.add_argument("--workdir", required=True, help="run directory (created; resumed if it has checkpoints)")
-  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                 help="override a config field, e.g. --set batch_size=64 (repeatable)")
-  p.add_argument("--distributed", action="store_true",
-                 help="call jax.distributed.initialize() (also: HPJAX_DISTRIBUTED=1)")
-  p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  cli.add_training_args(p, set_example="batch_size=64")
   return p.parse_args(argv)
 
 

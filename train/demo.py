@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -13,13 +12,10 @@ from hpjax import cli, demo
 
 @cli.guarded
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.parser("train.demo", __doc__)
   p.add_argument("--workdir", default="runs/demo", help="output directory (resumed if present)")
   p.add_argument("--config", default="demo", help="attribute preset to train")
-  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                 help="override a config field (repeatable)")
-  p.add_argument("--no-progress", action="store_true")
+  cli.add_training_args(p, set_example="num_steps=1200", distributed=False)
   p.add_argument("--no-report", action="store_true",
                  help="stop after training and evaluation (python -m evaluate.report does the rest)")
   args = p.parse_args(argv)

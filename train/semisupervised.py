@@ -23,8 +23,7 @@ from hpjax import cli, configs, distributed, semisupervised
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m train.semisupervised", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.parser("train.semisupervised", __doc__)
   p.add_argument("--config", default="fashion_mnist",
                  help=f"preset: {', '.join(semisupervised.SEMI_PRESETS)}")
   p.add_argument("--method", choices=semisupervised.METHODS, default=None,
@@ -34,11 +33,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--target-class", type=int, default=None, help="the class of mode per_class")
   p.add_argument("--seed", type=int, default=None, help="split, init, data order (default 0)")
   p.add_argument("--workdir", required=True, help="run directory (created; resumed if present)")
-  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                 help="override a config field, e.g. --set similarity=jaccard (repeatable)")
-  p.add_argument("--distributed", action="store_true",
-                 help="call jax.distributed.initialize() (also: HPJAX_DISTRIBUTED=1)")
-  p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  cli.add_training_args(p, set_example="similarity=jaccard")
   return p.parse_args(argv)
 
 
