@@ -176,8 +176,9 @@ def jax_worker(spec: dict[str, Any]) -> dict[str, Any]:
   timing = spec["timing"]
   model = _jax_model(spec["model"], shape)
   image_shape = (shape.size, shape.size, shape.channels)
+  # l1_reduction="sum": the same loss as the PyTorch twin (the reduction costs nothing).
   config = AttributesConfig(features=shape.features, dilations=shape.dilations,
-                            batch_size=shape.batch, image_size=shape.size)
+                            batch_size=shape.batch, image_size=shape.size, l1_reduction="sum")
   tx = training.make_optimizer(config.learning_rate, config.warmup_steps, config.num_steps)
   state = training.create_train_state(model, tx, image_shape, seed=0)
   images, labels = _batch(shape)
@@ -507,7 +508,7 @@ def profile_train_step(shape: Shape, model_name: str = "hpnet", top: int = 30,
 
   model = _jax_model(model_name, shape)
   image_shape = (shape.size, shape.size, shape.channels)
-  config = AttributesConfig(features=shape.features, dilations=shape.dilations)
+  config = AttributesConfig(features=shape.features, dilations=shape.dilations, l1_reduction="sum")
   state = training.create_train_state(model, training.make_optimizer(1e-3, 1, 10), image_shape, 0)
   images, labels = _batch(shape)
   batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}

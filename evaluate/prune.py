@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{name}: pruned {m['counts']}")
     for method in ("semantic", "l1", "random_mean"):
       print(f"  {method:12s} " + " ".join(f"{100 * a:6.2f}" for a in m[method]))
-    print(f"  semantic - random (mean over counts): {100 * m['semantic_minus_random']:+.2f} pts")
+    print(f"  semantic - random (mean over counts > 0): {100 * m['semantic_minus_random']:+.2f} pts"
+          f"; random std across {m['random_draws']} draws {100 * m['random_std_mean']:.2f} pts"
+          f" (std error of the random mean {100 * m['random_sem_mean']:.2f})")
     pc = m["physical_check"]
     print(f"  physically pruned ({pc['channels_kept']} channels): "
           f"{100 * pc['physical_mean_accuracy']:.2f}% "

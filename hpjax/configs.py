@@ -31,18 +31,24 @@ class AttributesConfig:
   head_stream_rows: int = 256           # feature-map positions per streamed head chunk
   head_matmul_dtype: str = "float32"    # "bfloat16": the heads' GEMM operands in bfloat16,
                                         # float32 accumulation (opt-in speed on AMX/GPU/TPU)
+  mask_bias_init: float = 0.0           # initial mask-branch bias (σ(0) = 0.5: masks half open)
   batch_size: int = 32                  # global batch, split over all devices
   num_steps: int = 1000                 # training steps
   learning_rate: float = 1e-3           # Adam peak learning rate (cosine decay after warmup)
   warmup_steps: int = 100               # linear warmup steps
   l1_lambda: float = 1e-5               # λ of the mask L1 term (paper: 1e-5)
-  l1_reduction: str = "sum"             # "sum" (paper's ‖M‖₁ per image) or "mean"
+  l1_reduction: str = "mean"            # "mean": ‖M‖₁ / (H·W·K·C) per image (default);
+                                        # "sum": the paper's literal ‖M‖₁, which closed
+                                        # most masks and left 9 of 14 heads dead in the
+                                        # demo (docs/training.md)
   log_every: int = 50                   # steps between training-metric records
   eval_every: int = 500                 # steps between validation evaluations (0: only at end)
   checkpoint_every: int = 500           # steps between checkpoints (and at the end)
   max_checkpoints: int = 2              # checkpoints kept in the workdir
   worker_count: int = 0                 # grain worker processes (0: load in-process)
   seed: int = 0                         # data order, initialisation and dropout
+  data_seed: int = 0                    # synthetic only: which generated data set; kept
+                                        # apart from seed so training seeds share a test set
 
   def __post_init__(self):
     positive = ("image_size", "batch_size", "num_steps", "log_every", "checkpoint_every",
@@ -64,14 +70,15 @@ class AttributesConfig:
 
 
 ATTRIBUTE_PRESETS: dict[str, AttributesConfig] = {
-    # python -m train.attributes --config demo --workdir runs/demo   (~4 min on 2 CPU cores)
-    # C = 32 keeps the heads' K·H·W·C² cost at the extractor's; 900 steps ≈ 1.4 epochs.
+    # python -m train.attributes --config demo --workdir runs/demo
+    # C = 32 keeps the heads' K·H·W·C² cost at the extractor's; 1800 steps ≈ 2.9 epochs
+    # (900 left the baseline too at chance on 3 attributes; docs/training.md).
     # Streamed heads in 2048-position chunks: 30% faster per step than materialised masks
     # at this size (benchmarks/NOTES.md).
     "demo": AttributesConfig(
         name="demo", image_size=32, num_train=20000, num_eval=2000, features=(16, 32, 32, 32),
-        head_chunk=1, head_stream_rows=2048, batch_size=32, num_steps=900, learning_rate=3e-3,
-        warmup_steps=100, log_every=50, eval_every=450, checkpoint_every=450),
+        head_chunk=1, head_stream_rows=2048, batch_size=32, num_steps=1800, learning_rate=3e-3,
+        warmup_steps=100, log_every=50, eval_every=900, checkpoint_every=900),
     # python -m train.attributes --config celeba --set data_path=/data/celeba --workdir runs/celeba
     # Paper sizes: 40 attributes, C=128; sized for one GPU (bs 64 at 128² fits in 80 GB).
     "celeba": AttributesConfig(

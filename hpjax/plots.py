@@ -8,11 +8,12 @@ rename), so a report never embeds a half-written image. Figures are kept small
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.lines  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -29,11 +30,29 @@ def save(fig: plt.Figure, path: str) -> str:
   return path
 
 
-def pruning_curves(results: dict[str, dict[str, Any]], path: str) -> str:
+MAJORITY_LABEL = "majority class"
+
+
+def majority_line(ax: plt.Axes, rate: float | None, label: str = MAJORITY_LABEL, *,
+                  color: str = "k", lw: float = 1.0) -> matplotlib.lines.Line2D | None:
+  """A dashed horizontal line at ``100 * rate`` % (the accuracy of always answering
+  each attribute's majority class, averaged over attributes); None draws nothing."""
+  if rate is None:
+    return None
+  return ax.axhline(100 * float(rate), color=color, lw=lw, ls="--", alpha=0.8, label=label,
+                    zorder=1)
+
+
+def pruning_curves(results: dict[str, dict[str, Any]], path: str, *,
+                   majority_rate: float | Mapping[str, float | None] | None = None,
+                   majority_label: str = MAJORITY_LABEL) -> str:
   """Fig. 7: mean accuracy vs number of pruned channels, one panel per model.
 
   Args:
     results: ``{model_name: pruning.run_model(...) output}``.
+    majority_rate: the mean majority-class rate (one number, or one per model name;
+      a missing or None entry draws no line): a dashed line labelled
+      ``majority_label``, the accuracy of a model that always answers the majority.
   """
   fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 3.4), squeeze=False)
   for ax, (name, r) in zip(axes[0], results.items()):
@@ -43,6 +62,8 @@ def pruning_curves(results: dict[str, dict[str, Any]], path: str) -> str:
     ax.plot(x, 100 * np.asarray(r["l1"]), "s--", color="C0", label="L1 norm")
     ax.plot(x, 100 * m, "^-", color="0.4", label=f"random (mean ± std, {r['draws']} draws)")
     ax.fill_between(x, 100 * (m - s), 100 * (m + s), color="0.6", alpha=0.3)
+    rate = (majority_rate.get(name) if isinstance(majority_rate, Mapping) else majority_rate)
+    majority_line(ax, rate, majority_label)
     ax.set_title(f"{name} ({r['reading']} correlation)")
     ax.set_xlabel("pruned channels")
     ax.set_ylabel("mean accuracy [%]")
@@ -51,8 +72,15 @@ def pruning_curves(results: dict[str, dict[str, Any]], path: str) -> str:
   return save(fig, path)
 
 
-def robustness(result: dict[str, Any], path: str) -> str:
-  """Fig. 8: mean accuracy vs input-noise σ, one line per (n, β); identity in black."""
+def robustness(result: dict[str, Any], path: str, *, majority_rate: float | None = None,
+               majority_label: str = MAJORITY_LABEL) -> str:
+  """Fig. 8: mean accuracy vs input-noise σ, one line per (n, β); identity in black.
+
+  Args:
+    result: :func:`hpjax.analysis.robustness_grid` output (or its JSON).
+    majority_rate: the mean majority-class rate; drawn as a dashed line labelled
+      ``majority_label`` (None: no line).
+  """
   sig = np.asarray(result["sigmas"])
   acc = np.asarray(result["mean_accuracy"])  # [S, N, Bt]
   fig, ax = plt.subplots(figsize=(7.6, 4.0))
@@ -68,6 +96,8 @@ def robustness(result: dict[str, Any], path: str) -> str:
   if result.get("baseline_mean_accuracy") is not None:
     ax.plot(sig, 100 * np.asarray(result["baseline_mean_accuracy"]), color="C3", lw=1.6, ls=":",
             label="baseline CNN (no masks)")
+  # Orange: the (n, β) lines already use black and dashes.
+  majority_line(ax, majority_rate, majority_label, color="C1", lw=1.6)
   ax.set_xlabel("Gaussian noise σ (images in [0, 1])")
   ax.set_ylabel("mean accuracy [%]")
   ax.grid(alpha=0.3)

@@ -7,7 +7,8 @@ in words. Here it becomes a rank correlation: for a family of perturbations,
 training images **before** any perturbation is run; then run the perturbations on
 test images and report Spearman's ρ between predicted and observed changes.
 
-Predictors (``stats`` from :func:`hpjax.analysis.collect_statistics`):
+Predictors (``stats`` from :func:`hpjax.analysis.collect_statistics`; ``prune_accuracy``
+makes its own pass over the same training images):
 
 * **Pruning a channel set S** (``prune_one``: each of the C channels;
   ``prune_random``: random sets). The mean logit of attribute k is
@@ -38,10 +39,45 @@ Predictors (``stats`` from :func:`hpjax.analysis.collect_statistics`):
   with :math:`m_j` the bin centres: exact up to binning, because the transform acts
   on the heads only and the logit is linear in g(M) given f.
 
+* **Accuracy under pruning** ``prune_accuracy`` (HPNet and the baseline; the channel
+  sets of ``prune_random``, so the observed side is the same runs): each attribute's
+  *accuracy* drop is predicted by simulating the pruning on training images with the
+  unperturbed model's per-image logit terms (:func:`hpjax.analysis.logit_terms`,
+  :func:`hpjax.analysis.direct_path_accuracy`),
+
+  .. math::
+
+     \widehat{\mathrm{acc}}_k(S) = \mathrm{mean}_{x \in \text{train}}\,
+     1\{\mathrm{sign}(z_k(x) - \textstyle\sum_{c \in S} t_{kc}(x)) = y_k(x)\},\quad
+     t_{kc} = w_{kc}\,\mathrm{GAP}(M^k_c f_c)(x)
+
+  (baseline: :math:`t_{kc} = w_{kc}\,\mathrm{GAP}(f_c)(x)`, its linear GAP head's
+  channel contributions), and the predicted damage is
+  :math:`\widehat{\mathrm{acc}}_k(\emptyset) - \widehat{\mathrm{acc}}_k(S)`.
+
 Observed changes are of each attribute's mean logit and accuracy on the test
 images. Scores: ``spearman_logit`` (predicted vs observed Δ mean logit over all
 (perturbation, attribute) pairs) and ``spearman_accuracy`` (predicted damage vs
-observed accuracy drop).
+observed accuracy drop). What each family's score says:
+
+* ``transform`` ``spearman_logit`` is **near 1 by construction**: (n, β) act on the
+  masks only, f is unchanged, and the logit is linear in g(M) for fixed f, so the
+  predictor is the observed change up to binning (and train/test shift). It checks the
+  bookkeeping, not how predictable the model is.
+* ``prune_one`` / ``prune_random`` ``spearman_logit``: for the baseline, also exact up
+  to the train/test shift (its head is linear in GAP(f)); for HPNet it measures how
+  much of the change the direct path explains, i.e. how little pruning one channel
+  disturbs the other channels' masks. ``spearman_accuracy`` of these families ranks a
+  crude proxy (expected size of the logit shift / logit spread) against the accuracy
+  drop.
+* ``prune_accuracy`` ``spearman_accuracy``: the answer is not built in. Accuracy is a
+  thresholded, label-dependent function of the per-image logits, and the simulation
+  runs on other images (training) than the observation (test). For the baseline the
+  simulated per-image logits are exact, so its score measures only how well the
+  accuracy changes carry over from training to test images; for HPNet it also pays
+  for the masks' response to the pruning, which the simulation leaves out. Compare
+  the two models on this family. ``spearman_accuracy_within_size`` averages ρ within
+  the sets of one size, so "larger sets hurt more" earns nothing.
 
 The module also holds the paper's own illustration (Sec. "Example of Simple
 Regression Models"): the same data fitted with monomials, Legendre polynomials and
@@ -64,7 +100,7 @@ from jax.typing import ArrayLike
 from hpjax import analysis
 from hpjax.mask_transformation import mask_transform
 
-FAMILIES = ("prune_one", "prune_random", "transform")
+FAMILIES = ("prune_one", "prune_random", "prune_accuracy", "transform")
 TRANSFORM_NS = (0.5, 1.0, 2.0, 3.0, 4.0)
 TRANSFORM_BETAS = (0.0, 0.1, 0.25, 0.5)
 
@@ -108,6 +144,16 @@ def predict_transform(stats: dict[str, np.ndarray], params: dict[str, Any], ns: 
   return delta, np.abs(delta) / scale
 
 
+def predict_pruning_accuracy(apply_fn: analysis.ApplyFn, variables: dict[str, Any], source: Any,
+                             masks: ArrayLike, *, batch_size: int = 32, limit: int | None = None
+                             ) -> tuple[np.ndarray, dict[str, Any]]:
+  """Predicted accuracy drop ``[M, K]`` for keep masks ``[M, C]``, simulated on ``source``
+  (training images) by :func:`hpjax.analysis.direct_path_accuracy`, and the simulation."""
+  sim = analysis.direct_path_accuracy(apply_fn, variables, source, masks, batch_size=batch_size,
+                                      limit=limit)
+  return sim["base_accuracy"][None, :] - sim["accuracy"], sim
+
+
 def spearman(predicted: ArrayLike, observed: ArrayLike) -> float | None:
   """Spearman's ρ over flattened pairs; None when either side is constant (undefined)."""
   p, o = np.ravel(predicted), np.ravel(observed)
@@ -127,55 +173,98 @@ def random_sets(num_channels: int, draws: int, seed: int = 0,
   return masks
 
 
+def spearman_within(predicted: ArrayLike, observed: ArrayLike, groups: ArrayLike
+                    ) -> float | None:
+  """Mean over groups of Spearman's ρ within each group (rows of ``[M, K]`` arrays,
+  ``groups [M]``); groups where ρ is undefined are left out (None if all are)."""
+  p, o, g = np.asarray(predicted), np.asarray(observed), np.asarray(groups)
+  rhos = [spearman(p[g == v], o[g == v]) for v in np.unique(g)]
+  rhos = [r for r in rhos if r is not None]
+  return float(np.mean(rhos)) if rhos else None
+
+
 def score_model(run: analysis.TrainedRun, stats: dict[str, np.ndarray], source: Any, *,
                 random_draws: int = 12, seed: int = 0, ns: Sequence[float] = TRANSFORM_NS,
                 betas: Sequence[float] = TRANSFORM_BETAS, batch_size: int = 32,
-                limit: int | None = None, mask_chunk: int = 2) -> dict[str, Any]:
-  """Predicts, runs and scores every perturbation family for one trained model."""
+                limit: int | None = None, mask_chunk: int = 2,
+                train_limit: int | None = None) -> dict[str, Any]:
+  """Predicts, runs and scores every perturbation family for one trained model (the
+  ``prune_accuracy`` simulation on the first ``train_limit`` training images)."""
   return score(run.apply_fn, run.variables, stats, source, random_draws=random_draws, seed=seed,
-               ns=ns, betas=betas, batch_size=batch_size, limit=limit, mask_chunk=mask_chunk)
+               ns=ns, betas=betas, batch_size=batch_size, limit=limit, mask_chunk=mask_chunk,
+               train_source=run.split("train"), train_limit=train_limit)
 
 
 def score(apply_fn: analysis.ApplyFn, variables: dict[str, Any], stats: dict[str, np.ndarray],
           source: Any, *, random_draws: int = 12, seed: int = 0,
           ns: Sequence[float] = TRANSFORM_NS, betas: Sequence[float] = TRANSFORM_BETAS,
           batch_size: int = 32, limit: int | None = None, mask_chunk: int = 2,
-          families: Sequence[str] = FAMILIES) -> dict[str, Any]:
+          families: Sequence[str] = FAMILIES, train_source: Any | None = None,
+          train_limit: int | None = None) -> dict[str, Any]:
   """Predicted vs observed changes and their Spearman ρ, per perturbation family.
 
   Args:
     apply_fn, variables: the frozen model.
     stats: its :func:`hpjax.analysis.collect_statistics` (training images).
     source: where the perturbations are run (test images).
-    random_draws: random channel sets of the ``prune_random`` family.
+    random_draws: random channel sets of the ``prune_random`` and ``prune_accuracy``
+      families (the same sets).
     ns, betas: the ``transform`` grid (the identity is left out).
     families: which of :data:`FAMILIES` to run.
+    train_source, train_limit: labelled images (and how many) on which
+      ``prune_accuracy`` simulates the pruning; without ``train_source`` that family
+      is ``{"applicable": False}``.
 
   Returns:
     ``{family: {"predicted", "observed", "predicted_damage", "observed_drop",
     "spearman_logit", "spearman_accuracy", "num_perturbations"}, "base_accuracy",
     "num_images"}``; ``transform`` is ``{"applicable": False}`` for the baseline.
+    ``prune_accuracy`` has no logit prediction (``spearman_logit`` None, no
+    ``predicted``/``observed``): ``predicted_damage`` is the simulated accuracy drop
+    ``[M, K]``, ``observed_drop`` the test one, and it adds
+    ``spearman_accuracy_within_size``, ``set_sizes [M]``, ``predicted_base_accuracy [K]``
+    (the simulation's unpruned accuracy) and ``predictor_images``.
   """
   params = variables["params"]
   c = analysis.head_weights(params).shape[1]
-  fam_masks = {}
+  set_masks = {}
   if "prune_one" in families:
-    fam_masks["prune_one"] = 1.0 - np.eye(c, dtype=np.float32)
-  if "prune_random" in families:
-    fam_masks["prune_random"] = random_sets(c, random_draws, seed)
-  masks = np.concatenate([np.ones((1, c), np.float32)] + list(fam_masks.values()))
+    set_masks["prune_one"] = 1.0 - np.eye(c, dtype=np.float32)
+  if "prune_random" in families or "prune_accuracy" in families:
+    set_masks["random"] = random_sets(c, random_draws, seed)
+  masks = np.concatenate([np.ones((1, c), np.float32)] + list(set_masks.values()))
   out = analysis.evaluate_perturbations(apply_fn, variables, source, channel_masks=masks,
                                         batch_size=batch_size, limit=limit, mask_chunk=mask_chunk)
   logit = out["mean_logit"][0, :, 0, 0]  # [M, K]
   acc = out["accuracy"][0, :, 0, 0]
   result: dict[str, Any] = {"base_accuracy": acc[0], "base_mean_logit": logit[0],
                             "num_images": out["num_images"]}
-  start = 1
-  for name, m in fam_masks.items():
-    sl = slice(start, start + len(m))
+  rows, start = {}, 1
+  for name, m in set_masks.items():
+    rows[name] = slice(start, start + len(m))
     start += len(m)
-    pred, dmg = predict_pruning(stats, params, m)
-    result[name] = _family(pred, logit[sl] - logit[0], dmg, acc[0] - acc[sl])
+  for fam, name in (("prune_one", "prune_one"), ("prune_random", "random")):
+    if fam in families:
+      sl = rows[name]
+      pred, dmg = predict_pruning(stats, params, set_masks[name])
+      result[fam] = _family(pred, logit[sl] - logit[0], dmg, acc[0] - acc[sl])
+  if "prune_accuracy" in families:
+    if train_source is None:
+      result["prune_accuracy"] = {"applicable": False,
+                                  "why": "needs labelled training images (train_source) for "
+                                         "the simulation"}
+    else:
+      m = set_masks["random"]
+      pred, sim = predict_pruning_accuracy(apply_fn, variables, train_source, m,
+                                           batch_size=batch_size, limit=train_limit)
+      drop = acc[0] - acc[rows["random"]]
+      sizes = (c - m.sum(axis=1)).astype(np.int64)
+      result["prune_accuracy"] = {
+          "applicable": True, "predicted_damage": pred, "observed_drop": drop,
+          "spearman_logit": None, "spearman_accuracy": spearman(pred, drop),
+          "spearman_accuracy_within_size": spearman_within(pred, drop, sizes),
+          "set_sizes": sizes, "predicted_base_accuracy": sim["base_accuracy"],
+          "predictor_images": sim["num_images"], "num_perturbations": int(len(m))}
   if "transform" in families:
     if "heads" not in params:
       result["transform"] = {"applicable": False,
@@ -294,10 +383,10 @@ def run(workdir: str, *, baseline_workdir: str | None = None, limit: int | None 
   for name, r in runs.items():
     stats = analysis.run_statistics(r, limit=stats_limit, batch_size=batch_size)
     s = score_model(r, stats, r.split("test"), random_draws=random_draws, seed=seed,
-                    batch_size=batch_size, limit=limit)
+                    batch_size=batch_size, limit=limit, train_limit=stats_limit)
     result["models"][name] = {"run": analysis.run_info(r), **s}
     for fam in FAMILIES:
-      if s[fam].get("applicable"):
+      if s[fam].get("applicable") and "predicted" in s[fam]:  # logit panels only
         panels.append({"model": name, "family": fam, "predicted": s[fam]["predicted"],
                        "observed": s[fam]["observed"], "spearman": s[fam]["spearman_logit"]})
   result["figures"] = {"predictability": plots.predictability(

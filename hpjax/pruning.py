@@ -240,15 +240,54 @@ def accuracy_curves(apply_fn: analysis.ApplyFn, variables: dict[str, Any], sourc
           "num_images": out["num_images"], "masks_evaluated": int(len(unique))}
 
 
+def _pruned(curves: dict[str, Any]) -> np.ndarray:
+  """``bool [n]``: the counts that prune something (> 0)."""
+  return np.asarray(curves["counts"]) > 0
+
+
 def area_gap(curves: dict[str, Any], method: str = "semantic") -> float:
-  """Mean over counts of (method − random mean) accuracy: > 0 when ``method`` hurts less."""
-  return float(np.mean(np.asarray(curves[method]) - np.asarray(curves["random_mean"])))
+  """Mean over the counts > 0 of (method − random mean) accuracy: > 0 when ``method``
+  hurts less.
+
+  Count 0 is left out: nothing is pruned there, every method is the same model and
+  the difference is 0 by construction, which would only dilute the gap. NaN when no
+  count is > 0.
+  """
+  keep = _pruned(curves)
+  if not keep.any():
+    return float("nan")
+  return float(np.mean((np.asarray(curves[method]) - np.asarray(curves["random_mean"]))[keep]))
+
+
+def random_spread(curves: dict[str, Any]) -> dict[str, Any]:
+  """How much random pruning varies from draw to draw, over the counts > 0 (the counts
+  :func:`area_gap` averages), to set a gap against.
+
+  Returns:
+    ``{"random_draws": int, "random_std_mean": mean over counts > 0 of the std across
+    draws of the mean accuracy (``random_std``), "random_sem_mean": the same divided by
+    sqrt(draws), the standard error of ``random_mean``, "gap_counts": the counts > 0}``
+    (NaN means when no count is > 0).
+  """
+  keep = _pruned(curves)
+  draws = int(np.shape(curves["random"])[0])
+  std = float(np.mean(np.asarray(curves["random_std"])[keep])) if keep.any() else float("nan")
+  return {"random_draws": draws, "random_std_mean": std,
+          "random_sem_mean": float(std / np.sqrt(max(draws, 1))),
+          "gap_counts": [int(k) for k in np.asarray(curves["counts"])[keep]]}
 
 
 def run_model(apply_fn, variables, stats, source, *, counts=None, draws: int = 5, seed: int = 0,
               reading: str = "position", prune: str = "lower", batch_size: int = 32,
               limit: int | None = None) -> dict[str, Any]:
-  """Orders + curves for one model; the baseline (no masks) falls back to ``position``."""
+  """Orders + curves for one model; the baseline (no masks) falls back to ``position``.
+
+  Returns:
+    :func:`accuracy_curves` plus the settings, the orders, ``semantic_minus_random``
+    and ``l1_minus_random`` (:func:`area_gap`: means over the counts > 0) and
+    :func:`random_spread` (``random_draws``, ``random_std_mean``, ``random_sem_mean``,
+    ``gap_counts``).
+  """
   if reading == "attention" and not analysis.is_hpnet(variables):
     reading = "position"
   orders = orders_for(variables, stats, reading=reading, draws=draws, seed=seed, prune=prune)
@@ -259,7 +298,7 @@ def run_model(apply_fn, variables, stats, source, *, counts=None, draws: int = 5
   return {**curves, "reading": reading, "prune": prune, "draws": draws, "seed": seed,
           "semantic_order": orders["semantic"], "l1_order": orders["l1"],
           "semantic_minus_random": area_gap(curves, "semantic"),
-          "l1_minus_random": area_gap(curves, "l1")}
+          "l1_minus_random": area_gap(curves, "l1"), **random_spread(curves)}
 
 
 def run(workdir: str, *, baseline_workdir: str | None = None, counts: Sequence[int] | None = None,
@@ -278,6 +317,10 @@ def run(workdir: str, *, baseline_workdir: str | None = None, counts: Sequence[i
     prune: within a pair prune the ``"lower"`` (SPEC) or ``"higher"`` L1 filter.
     limit: test images evaluated; stats_limit: training images correlated.
     time_physical: also time the physically pruned model against the full one.
+
+  ``figure_majority_rate`` ``{model: rate or None}`` records the dashed majority-class
+  line drawn in each panel of ``pruning.png`` (:func:`hpjax.analysis.eval_majority_rate`
+  of that model's run: its ``eval/attributes.json`` when this runs).
   """
   from hpjax import plots
   baseline_workdir = baseline_workdir or analysis.default_baseline(workdir)
@@ -285,6 +328,9 @@ def run(workdir: str, *, baseline_workdir: str | None = None, counts: Sequence[i
   if baseline_workdir:
     runs["baseline"] = analysis.load_run(baseline_workdir)
   result: dict[str, Any] = {"models": {}}
+  # The dashed majority-class line per panel, and the rates drawn (None: no line).
+  result["figure_majority_rate"] = {name: analysis.eval_majority_rate(r.workdir)
+                                    for name, r in runs.items()}
   for name, r in runs.items():
     stats = analysis.run_statistics(r, limit=stats_limit, batch_size=batch_size)
     res = run_model(r.apply_fn, r.variables, stats, r.split("test"), counts=counts, draws=draws,
@@ -296,8 +342,9 @@ def run(workdir: str, *, baseline_workdir: str | None = None, counts: Sequence[i
                                           timing=time_physical)
     result["models"][name] = res
   out = analysis.output_dir(workdir)
-  result["figures"] = {"pruning": plots.pruning_curves(result["models"],
-                                                       os.path.join(out, "pruning.png"))}
+  result["figures"] = {"pruning": plots.pruning_curves(
+      result["models"], os.path.join(out, "pruning.png"),
+      majority_rate=result["figure_majority_rate"])}
   analysis.write_json(os.path.join(out, "pruning.json"), result)
   return result
 

@@ -218,3 +218,160 @@ def test_top_correlated_ties_keep_attribute_order():
   rows = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.1], [3.0, 1.0, 0.0]])
   ac = analysis.attribute_correlation(rows)
   assert ac.shape == (3, 3) and ac[0, 1] > 0.99 and ac[0, 2] < -0.9
+
+
+def test_logit_terms_sum_to_the_logits(hp, base, src):
+  for model, v, apply in (hp, base):
+    f = apply(v, _images(src, 3))[1]["features"]
+    terms, bias = jax.jit(analysis.logit_terms)(v["params"], f)
+    assert terms.shape == (3, K, 8)
+    np.testing.assert_allclose(terms.sum(-1) + bias, analysis.logits_from_features(v["params"], f),
+                               rtol=1e-5, atol=1e-5)
+
+
+def _grid(mean):
+  """A robustness_grid-shaped result: ns (1, 2), betas (0, 0.5), sigmas (0, 0.1, 0.2)."""
+  return {"ns": [1.0, 2.0], "betas": [0.0, 0.5], "sigmas": [0.0, 0.1, 0.2],
+          "mean_accuracy": np.asarray(mean)}
+
+
+def test_validation_selection_golden():
+  val = _grid([[[0.90, 0.80], [0.85, 0.70]],   # σ 0: identity best
+               [[0.70, 0.75], [0.60, 0.65]],   # σ .1: (1, .5) best on val
+               [[0.50, 0.52], [0.58, 0.40]]])  # σ .2: (2, 0) best on val
+  test = _grid([[[0.91, 0.80], [0.90, 0.70]],
+                [[0.72, 0.71], [0.80, 0.60]],  # test oracle (2, 0): +.08; val pick (1, .5): -.01
+                [[0.50, 0.55], [0.53, 0.40]]])  # oracle (1, .5): +.05; val pick (2, 0): +.03
+  r = analysis.validation_selection(val, test)
+  rows = r["best_val_selected"]
+  assert [(b["n"], b["beta"]) for b in rows] == [(1.0, 0.0), (1.0, 0.5), (2.0, 0.0)]
+  for s, b in enumerate(rows):
+    i, j = np.unravel_index(np.argmax(val["mean_accuracy"][s]), (2, 2))
+    assert (b["n"], b["beta"]) == (test["ns"][i], test["betas"][j])  # the val argmax
+    assert b["val_accuracy"] == val["mean_accuracy"][s, i, j]
+    assert b["test_accuracy"] == test["mean_accuracy"][s, i, j]  # the test grid's cell
+    assert b["test_identity_accuracy"] == test["mean_accuracy"][s, 0, 0]
+  np.testing.assert_allclose([b["test_gain_over_identity"] for b in rows], [0, -0.01, 0.03],
+                             atol=1e-12)
+  np.testing.assert_allclose([b["oracle_test_gain"] for b in rows], [0, 0.08, 0.05], atol=1e-12)
+  assert [b["is_oracle"] for b in rows] == [True, False, False]
+  sm = r["val_selection_summary"]
+  assert sm["sigmas"] == [0.1, 0.2] and sm["num_levels"] == 2
+  np.testing.assert_allclose(sm["oracle_gain_mean"], 0.065, atol=1e-12)
+  np.testing.assert_allclose(sm["selected_gain_mean"], 0.01, atol=1e-12)
+  np.testing.assert_allclose(sm["retained_fraction"], 0.01 / 0.065, rtol=1e-9)
+  assert (sm["levels_oracle_beats_identity"], sm["levels_selected_beats_identity"],
+          sm["levels_selected_is_oracle"], sm["identity_beaten"]) == (2, 1, 0, True)
+  with pytest.raises(ValueError, match="sigmas"):
+    analysis.validation_selection({**val, "sigmas": [0.0, 0.1, 0.3]}, test)
+
+
+def test_validation_selection_on_real_grids(hp, src):
+  model, v, _ = hp
+  val_src = SyntheticFaces("val", image_size=16, num_examples=40, seed=0)
+  kw = dict(ns=(1.0, 3.0), betas=(0.0, 0.5), sigmas=(0.0, 0.3), batch_size=BS, limit=40)
+  val = analysis.robustness_grid(model.apply, v, val_src, **kw)
+  test = analysis.robustness_grid(model.apply, v, src, **kw)
+  assert not np.array_equal(val["mean_accuracy"], test["mean_accuracy"])  # other images
+  r = analysis.validation_selection(val, test)
+  for s, b in enumerate(r["best_val_selected"]):
+    i, j = np.unravel_index(np.argmax(val["mean_accuracy"][s]), (2, 2))
+    assert (b["n"], b["beta"]) == (kw["ns"][i], kw["betas"][j])
+    assert b["test_accuracy"] == pytest.approx(test["mean_accuracy"][s, i, j])
+    assert b["oracle_test_gain"] == pytest.approx(test["best"][s]["gain_over_identity"])
+
+
+class _RegionSource:
+  """A source of blank images with given labels ``[N, K]`` and regions ``[N, K, H, W]``."""
+
+  def __init__(self, label, regions):
+    self.label, self.regions = np.asarray(label, np.int32), np.asarray(regions, bool)
+
+  def __len__(self):
+    return len(self.label)
+
+  def get_batch(self, idx):
+    h, w = self.regions.shape[2:]
+    return {"image": np.zeros((len(idx), h, w, 3), np.uint8), "label": self.label[idx],
+            "regions": self.regions[idx]}
+
+
+def test_localisation_present_uses_only_label_one_images():
+  regions = np.zeros((3, 1, 4, 4), bool)
+  regions[:, 0, :2, :2] = True  # top-left quadrant, area 1/4
+  maps = np.zeros((3, 1, 4, 4), np.float32)
+  maps[0, 0, 0, 0] = 1.0  # image 0 (attribute present): all inside
+  maps[1, 0, 3, 3] = 1.0  # image 1 (absent): all outside
+  maps[2, 0, 0, 0] = 1.0  # image 2 (present, but padding): never counted
+  s = analysis.localisation_subsets({"m": jnp.asarray(maps)}, jnp.array([[1], [0], [1]]),
+                                    jnp.asarray(regions), jnp.array([1, 1, 0]))
+  out = jax.tree.map(analysis.localisation_summary, jax.tree.map(np.asarray, s),
+                     is_leaf=lambda d: isinstance(d, dict) and "hit" in d)["m"]
+  np.testing.assert_allclose(out["present"]["count"], [1])
+  np.testing.assert_allclose(out["present"]["share"], [1.0])
+  np.testing.assert_allclose(out["present"]["ratio"], [4.0])
+  np.testing.assert_allclose(out["present"]["pointing"], [1.0])
+  np.testing.assert_allclose(out["all"]["count"], [2])
+  np.testing.assert_allclose(out["all"]["share"], [0.5])
+  np.testing.assert_allclose(out["all"]["pointing"], [0.5])
+
+
+def test_centre_prior_golden():
+  p = analysis.centre_prior(4, 4)
+  g = np.exp(-0.5 * (np.array([-0.375, -0.125, 0.125, 0.375]) / 0.25) ** 2)
+  np.testing.assert_allclose(p, np.outer(g, g), rtol=1e-12)
+  # Attribute 0: the central 2x2 (image 0, present) or the top-left pixel (image 1, absent);
+  # attribute 1: pixel (1, 1), the first of the four tied central maxima, in both images.
+  regions = np.zeros((2, 2, 4, 4), bool)
+  regions[0, 0, 1:3, 1:3] = True
+  regions[1, 0, 0, 0] = True
+  regions[:, 1, 1, 1] = True
+  src = _RegionSource([[1, 0], [0, 1]], regions)
+  prior = np.broadcast_to(p, (2, 4, 4))
+  out = analysis.prior_localisation({"centre_prior": prior}, src, batch_size=4)["centre_prior"]
+  e = np.exp(-1.0)  # g(.375) / g(.125)
+  centre = 1 / (1 + e) ** 2  # share of the central 2x2
+  corner = e ** 2 / (4 * (1 + e) ** 2)  # share of pixel (0, 0)
+  pixel = 1 / (4 * (1 + e) ** 2)  # share of pixel (1, 1)
+  np.testing.assert_allclose(out["present"]["share"], [centre, pixel], rtol=1e-5)
+  np.testing.assert_allclose(out["present"]["ratio"], [4 * centre, 16 * pixel], rtol=1e-5)
+  np.testing.assert_allclose(out["present"]["pointing"], [1.0, 1.0])
+  np.testing.assert_allclose(out["present"]["count"], [1, 1])
+  np.testing.assert_allclose(out["all"]["share"], [(centre + corner) / 2, pixel], rtol=1e-5)
+  np.testing.assert_allclose(out["all"]["ratio"], [(4 * centre + 16 * corner) / 2, 16 * pixel],
+                             rtol=1e-5)
+  np.testing.assert_allclose(out["all"]["pointing"], [0.5, 1.0])
+
+
+def test_localisation_controls_score_the_mean_map(hp):
+  model, v, _ = hp
+  src = SyntheticFaces("test", image_size=16, num_examples=12, seed=0)
+  imp = np.random.default_rng(0).uniform(0, 1, (K, 8))
+  s = analysis.localisation(model.apply, v, src, importance=imp, batch_size=8, limit=12,
+                            controls=True)
+  assert set(s) == {"attention", "grad_cam", "attention_mean_map", "grad_cam_mean_map",
+                    "centre_prior"}
+  images = src.get_batch(np.arange(12))["image"]
+  mean_map = analysis.saliency_maps(model.apply, v, images, imp)["attention"].mean(0)
+  want = analysis.prior_localisation({"m": mean_map}, src, batch_size=8, limit=12)["m"]
+  for sub in ("all", "present"):
+    for key in ("share", "ratio", "pointing", "count"):
+      np.testing.assert_allclose(s["attention_mean_map"][sub][key], want[sub][key], rtol=1e-4,
+                                 atol=1e-6)
+  # The image's own map differs from the data set's mean map.
+  assert not np.allclose(s["attention"]["all"]["share"], want["all"]["share"])
+  means = analysis.localisation_means({"hpnet_attention": s["attention"],
+                                       "mean_map_prior": s["attention_mean_map"],
+                                       "centre_prior": s["centre_prior"]})
+  diff = analysis.attention_minus_prior(means)
+  for sub in ("all", "present"):
+    best = max(means["mean_map_prior"][sub]["ratio"], means["centre_prior"][sub]["ratio"])
+    assert diff[sub]["ratio"] == pytest.approx(means["hpnet_attention"][sub]["ratio"] - best)
+
+
+def test_localisation_means_skip_attributes_without_pairs():
+  loc = {"a": {"present": {"count": np.array([2, 0]), "share": np.array([0.5, 0.0]),
+                           "area": np.array([0.25, 0.0]), "ratio": np.array([2.0, 0.0]),
+                           "pointing": np.array([1.0, 0.0])}}}
+  m = analysis.localisation_means(loc)["a"]["present"]
+  assert m == {"ratio": 2.0, "pointing": 1.0, "share": 0.5, "area": 0.25}

@@ -123,6 +123,9 @@ def test_accuracy_curves_share_count_zero_and_match_model(models):
                                       channel_mask=mask)
   np.testing.assert_allclose(curves["per_attribute"]["semantic"][1], want, atol=1 / 24 + 1e-9)
   assert curves["masks_evaluated"] < 5 * len(counts)  # count 0 evaluated once
+  spread = pruning.random_spread(curves)
+  assert spread["random_draws"] == 3 and spread["gap_counts"] == [4, 7]
+  assert spread["random_std_mean"] == pytest.approx(np.mean(curves["random_std"][1:]))
 
 
 def test_any_number_of_masks_reuses_one_compilation(models):
@@ -136,3 +139,31 @@ def test_any_number_of_masks_reuses_one_compilation(models):
                                           batch_size=BS, limit=8, mask_chunk=2)
     assert out["accuracy"].shape == (1, m, 1, 1, K)
   assert analysis._perturbation_sums._cache_size() - before <= 1
+
+
+def _curves():
+  """Hand-made Fig. 7 curves: 3 random draws, counts 0 (all equal), 4 and 8."""
+  random = np.array([[0.9, 0.70, 0.50], [0.9, 0.72, 0.56], [0.9, 0.68, 0.53]])
+  return {"counts": [0, 4, 8], "semantic": np.array([0.9, 0.80, 0.70]),
+          "l1": np.array([0.9, 0.66, 0.50]), "random": random, "random_mean": random.mean(0),
+          "random_std": random.std(0, ddof=1)}
+
+
+def test_area_gap_excludes_count_zero():
+  c = _curves()
+  # Counts 4 and 8: semantic - random = .10 and .17; with count 0 it would be .09.
+  assert pruning.area_gap(c) == pytest.approx(0.135)
+  assert pruning.area_gap(c, "l1") == pytest.approx((-0.04 - 0.03) / 2)
+  # Count 0 anywhere in the list is left out; no count > 0 leaves no gap.
+  swapped = {k: (v[::-1] if k != "random" else v[:, ::-1]) for k, v in c.items()}
+  assert pruning.area_gap(swapped) == pytest.approx(0.135)
+  only_zero = {k: (v[:1] if k != "random" else v[:, :1]) for k, v in c.items()}
+  assert np.isnan(pruning.area_gap(only_zero))
+
+
+def test_random_spread_over_pruned_counts():
+  s = pruning.random_spread(_curves())
+  std = np.array([0.02, np.std([0.50, 0.56, 0.53], ddof=1)])
+  assert s["random_draws"] == 3 and s["gap_counts"] == [4, 8]
+  assert s["random_std_mean"] == pytest.approx(std.mean())  # count 0 (std 0) left out
+  assert s["random_sem_mean"] == pytest.approx(std.mean() / np.sqrt(3))

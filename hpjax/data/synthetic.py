@@ -131,7 +131,7 @@ _DEEP_LIP = np.array([110, 15, 50], np.float32)
 _FRAMES = np.array([[20, 20, 22], [95, 58, 30], [30, 42, 95], [155, 155, 160]], np.float32)
 _SCLERA_COLOUR = np.array([236, 233, 226], np.float32)
 _OPENING_COLOUR = np.array([58, 18, 24], np.float32)
-_CHEEK_PINK = np.array([236, 104, 126], np.float32)
+_CHEEK_PINK = np.array([232, 84, 118], np.float32)
 # Brows and mustache are dark brown whatever the hair colour, so that hair colour
 # shows only in the hair regions.
 _BROW_COLOUR = np.array([62, 46, 38], np.float32)
@@ -428,13 +428,16 @@ def _render_chunk(labels, u, palette, bank, size, images, regions) -> None:
                     _at_least(0.07, by, 0.5))
   iris_r = _at_least(0.07, ax, 0.5)
   iris = _ellipse(xa, y_eye, 0.38, eye_y, iris_r, iris_r * a_over_b)
-  # Low band: nose from Y 0.12, cheeks 0.14..0.42, mustache 0.26..0.38, mouth
+  # Low band: nose from Y 0.12, cheeks 0.10..0.46, mustache 0.21..0.43, mouth
   # 0.33..0.90.
   nose = _ellipse(xf, y_low, 0.0, 0.17, _at_least(0.09, ax, 0.5),
                   _at_least(0.05, by, 0.5)) & face_low
-  cheek_r = _at_least(0.17, ax, 0.75)
+  # Radius 0.24 (0.17 until 2026-12-01: 9 pixels at 32×32 were too few to learn).
+  cheek_r = _at_least(0.24, ax, 1.0)
   cheeks = _ellipse(xa, y_low, 0.52, 0.28, cheek_r, cheek_r * a_over_b) & face_low
-  mustache = _rect(xf, y_low, 0.0, 0.32, 0.27, _at_least(0.06, by, 0.5))
+  # At least two pixel rows: a one-row bar vanished into dark skin at 32×32 (no model
+  # learned Mustache there; docs/training.md).
+  mustache = _rect(xf, y_low, 0.0, 0.32, 0.27, _at_least(0.06, by, 1.0))
 
   # Mouth: lips are a band of half-height t around the curve
   # y = 0.55 + d (1 - (X/w)^2), d > 0 bending the middle down (corners up: a smile);
@@ -595,12 +598,14 @@ def _palette(has: dict[str, np.ndarray], col) -> np.ndarray:
   layers[:, _SCLERA] = _SCLERA_COLOUR
   layers[:, _IRIS] = _pick(_IRISES, col("iris_colour"))
   layers[:, _NOSE] = f32(0.82) * skin
-  layers[:, _CHEEK] = f32(0.5) * skin + f32(0.5) * _CHEEK_PINK
+  # Nearly pure pink: half-and-half with the skin was too faint for any model to learn
+  # at 32×32 (docs/training.md).
+  layers[:, _CHEEK] = f32(0.1) * skin + f32(0.9) * _CHEEK_PINK
   lips = np.where(has["Wearing_Lipstick"][:, None], lipstick, natural)
   # Heavy makeup also deepens the lips (CelebA's makeup and lipstick share the
   # mouth): evidence that stays visible where glasses hide the eye shadow.
   layers[:, _LIPS] = np.where(has["Heavy_Makeup"][:, None],
-                              f32(0.7) * lips + f32(0.3) * _DEEP_LIP, lips)
+                              f32(0.5) * lips + f32(0.5) * _DEEP_LIP, lips)
   layers[:, _OPENING] = _OPENING_COLOUR
   layers[:, _MUSTACHE] = _MUSTACHE_COLOUR * (
       f32(0.7) + f32(0.6) * col("mustache_shade"))[:, None]

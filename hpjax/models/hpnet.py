@@ -109,6 +109,9 @@ class AttentionHeads(nn.Module):
       with an analytic backward pass (:func:`streamed_heads`), so memory does not
       grow with batch·H·W·K·C. (It used to be the images per rematerialised chunk;
       positive values keep working.)
+    mask_bias_init: initial value of the mask branch's bias (0: every mask starts at
+      σ(f W) around 0.5; a positive value starts the masks open, so a sparsity
+      penalty has to close them against the classification signal).
     stream_rows: feature-map positions per streamed chunk (``STREAM_ROWS`` by default;
       the demo's small heads, K·C = 448, run 12% faster per step with 2048).
     matmul_dtype: None (float32, the default) or a dtype such as ``"bfloat16"`` for
@@ -122,6 +125,7 @@ class AttentionHeads(nn.Module):
   head_chunk: int = 1
   matmul_dtype: Any = None
   stream_rows: int | None = None
+  mask_bias_init: float = 0.0
 
   @nn.compact
   def __call__(self, f: jax.Array, *, n: ArrayLike = 1.0, beta: ArrayLike = 0.0,
@@ -130,7 +134,7 @@ class AttentionHeads(nn.Module):
     params = {
         # The mask branch is a 1×1 conv C→C per attribute (SPEC A2 reading).
         "mask_kernel": self.param("mask_kernel", _stacked_lecun_normal, (k, c, c)),
-        "mask_bias": self.param("mask_bias", nn.initializers.zeros, (k, c)),
+        "mask_bias": self.param("mask_bias", nn.initializers.constant(self.mask_bias_init), (k, c)),
         "kernel": self.param("kernel", nn.initializers.normal(1.0 / c ** 0.5), (k, c)),
         "bias": self.param("bias", nn.initializers.zeros, (k,)),
     }
@@ -354,6 +358,7 @@ class HPNet(nn.Module):
   head_chunk: int = 1
   head_matmul_dtype: Any = None  # see AttentionHeads.matmul_dtype
   head_stream_rows: int | None = None  # see AttentionHeads.stream_rows
+  mask_bias_init: float = 0.0  # see AttentionHeads.mask_bias_init
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False, n: ArrayLike = 1.0,
@@ -363,7 +368,7 @@ class HPNet(nn.Module):
     if channel_mask is not None:
       f = f * channel_mask.astype(f.dtype)
     logits, aux = AttentionHeads(self.num_attributes, self.head_chunk, self.head_matmul_dtype,
-                                 self.head_stream_rows, name="heads")(
+                                 self.head_stream_rows, self.mask_bias_init, name="heads")(
         f, n=n, beta=beta, return_masks=return_masks)
     return logits, {"features": f, **aux}
 
