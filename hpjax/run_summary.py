@@ -19,18 +19,22 @@ from hpjax.data.errors import DataError
 def read_eval(workdir: str) -> dict[str, Any]:
   """``WORKDIR/eval/attributes.json``; a missing or old-format file is a one-line error."""
   path = os.path.join(workdir, "eval", "attributes.json")
-  try:
-    with open(path) as f:
-      result = json.load(f)
-  except FileNotFoundError:
-    raise DataError(f"{path}: not found; run python -m evaluate.attributes --workdir "
-                    f"{workdir} first") from None
-  except json.JSONDecodeError as e:
-    raise DataError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+  result = _load_json(path, f"run python -m evaluate.attributes --workdir {workdir} first")
   if "attributes" not in result:
     raise DataError(f"{path}: written before per-attribute balanced accuracy existed; "
                     f"re-run python -m evaluate.attributes --workdir {workdir}")
   return result
+
+
+def _load_json(path: str, hint: str) -> dict[str, Any]:
+  """A JSON file; missing or malformed is a one-line :class:`DataError` (``hint``: what to do)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise DataError(f"{path}: not found; {hint}") from None
+  except json.JSONDecodeError as e:
+    raise DataError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
 
 
 def row(workdir: str) -> dict[str, Any]:
@@ -76,17 +80,6 @@ def mean_and_spread(values: Sequence[float]) -> tuple[float, float]:
 # ---------------------------------------------------------------------------
 # Paper A's claims over training seeds: one demo workdir per seed (HPNet in W,
 # the baseline in W/baseline, the analyses in W/analysis/).
-
-def _load_json(path: str) -> dict[str, Any]:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise DataError(f"{path}: not found; run python -m train.demo (or the evaluate.* "
-                    "analyses) for this workdir first") from None
-  except json.JSONDecodeError as e:
-    raise DataError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
-
 
 def _get(d: Any, *path: str) -> float | None:
   for p in path:
@@ -162,7 +155,8 @@ def claim_numbers(workdir: str) -> dict[str, float | None]:
   for model, wd in (("hpnet", workdir), ("baseline", os.path.join(workdir, "baseline"))):
     r = row(wd)
     evals[model] = {**r, "num_dead": len(r["dead_heads"])}
-  files = {name: _load_json(os.path.join(analysis.output_dir(workdir), f"{name}.json"))
+  hint = "run python -m train.demo (or the evaluate.* analyses) for this workdir first"
+  files = {name: _load_json(os.path.join(analysis.output_dir(workdir), f"{name}.json"), hint)
            for name in ("pruning", "robustness", "attention", "predictability")}
   files["attention"]["table4_hits"] = analysis.table4_hits(files["attention"].get("table4", {}))[0]
   out = {}
