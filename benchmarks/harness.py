@@ -201,7 +201,7 @@ def check_targets(derived_: dict[str, Any], suites: dict[str, Any]) -> dict[str,
   return out
 
 
-from hpjax.attributes import write_atomic as _write_atomic  # noqa: E402
+from hpjax.core.io import write_text  # noqa: E402
 
 
 def write_results(result: dict[str, Any], out_dir: str = RESULTS_DIR) -> tuple[str, str]:
@@ -224,8 +224,8 @@ def write_results(result: dict[str, Any], out_dir: str = RESULTS_DIR) -> tuple[s
     result = {**result, "suites": {**kept, **result["suites"]}}
     result["derived"] = derived(result["suites"])
     result["targets"] = check_targets(result["derived"], result["suites"])
-  _write_atomic(jpath, json.dumps(result, indent=1, sort_keys=False) + "\n")
-  _write_atomic(mpath, markdown(result))
+  write_text(jpath, json.dumps(result, indent=1, sort_keys=False) + "\n")
+  write_text(mpath, markdown(result))
   return jpath, mpath
 
 

@@ -155,7 +155,7 @@ def _batch(shape: Shape, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def _jax_model(name: str, shape: Shape) -> Any:
   """The library's model for a benchmark variant name (see ``MODEL_MATMUL_DTYPE``)."""
-  from hpjax.models import BaselineNet, HPNet
+  from hpjax.hpnet.model import BaselineNet, HPNet
 
   if name == "baseline":
     return BaselineNet(shape.num_attributes, shape.features, shape.dilations)
@@ -168,9 +168,9 @@ def jax_worker(spec: dict[str, Any]) -> dict[str, Any]:
   import jax
   import jax.numpy as jnp
 
-  from hpjax import training
-  from hpjax.attributes import make_loss_fn
-  from hpjax.configs import AttributesConfig
+  from hpjax.core import training
+  from hpjax.hpnet.experiment import make_loss_fn
+  from hpjax.hpnet.config import AttributesConfig
 
   shape = Shape(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["shape"].items()})
   timing = spec["timing"]
@@ -436,8 +436,9 @@ def run_pruning(quick: bool = False) -> dict[str, Any]:
   import jax
   import jax.numpy as jnp
 
-  from hpjax import pruning, training
-  from hpjax.models import HPNet
+  from hpjax.hpnet import pruning
+  from hpjax.core import training
+  from hpjax.hpnet.model import HPNet
 
   shape = QUICK_SHAPES[0] if quick else Shape(64, 3, 40)
   c = shape.features[-1]
@@ -502,9 +503,9 @@ def profile_train_step(shape: Shape, model_name: str = "hpnet", top: int = 30,
   import jax
   import jax.numpy as jnp
 
-  from hpjax import training
-  from hpjax.attributes import make_loss_fn
-  from hpjax.configs import AttributesConfig
+  from hpjax.core import training
+  from hpjax.hpnet.experiment import make_loss_fn
+  from hpjax.hpnet.config import AttributesConfig
 
   model = _jax_model(model_name, shape)
   image_shape = (shape.size, shape.size, shape.channels)

@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpjax import image_score as isc
-from hpjax.models.classifiers import ResNet18, SmallCNN
+from hpjax.image_score import scoring as isc
+from hpjax.image_score.models import ResNet18, SmallCNN
 
 
 from benchmarks.ceilings import numpy_copy_gbps  # noqa: E402

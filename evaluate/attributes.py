@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import sys
 
-from hpjax import attributes, cli, distributed
+from hpjax.hpnet import experiment
+from hpjax.core import cli, distributed
+from hpjax.core.errors import ConfigError
 
 
 @cli.guarded
@@ -22,9 +24,9 @@ def main(argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
   distributed.initialize(True if args.distributed else None)
   if not os.path.isdir(os.path.join(args.workdir, "checkpoints")):
-    raise cli.UsageError(f"--workdir {args.workdir}: no checkpoints/ there; train first with "
+    raise ConfigError(f"--workdir {args.workdir}: no checkpoints/ there; train first with "
                          "python -m train.attributes")
-  result = attributes.evaluate(args.workdir, split=args.split)
+  result = experiment.evaluate(args.workdir, split=args.split)
   with open(os.path.join(args.workdir, "eval", "attributes.md")) as f:
     print(f.read(), end="")
   print(f"mean {args.split} accuracy {100 * result['mean_accuracy']:.2f}% over "

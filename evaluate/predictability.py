@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import sys
 
-from hpjax import analysis, cli, predictability
+from hpjax.hpnet import analysis, predictability
+from hpjax.core import cli
 
 
 def _fmt(x) -> str:

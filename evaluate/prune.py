@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import sys
 
-from hpjax import analysis, cli, pruning
+from hpjax.hpnet import analysis, pruning
+from hpjax.core import cli
+from hpjax.core.errors import ConfigError
 
 
 def _counts(text: str) -> list[int]:
   try:
     return [int(t) for t in text.split(",") if t.strip()]
   except ValueError:
-    raise cli.UsageError(f"--counts {text}: expected comma-separated integers") from None
+    raise ConfigError(f"--counts {text}: expected comma-separated integers") from None
 
 
 @cli.guarded
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--seed", type=int, default=0)
   args = p.parse_args(argv)
   if args.draws < 2:
-    raise cli.UsageError(f"--draws {args.draws}: need at least 2 random draws for a spread")
+    raise ConfigError(f"--draws {args.draws}: need at least 2 random draws for a spread")
   r = pruning.run(args.workdir, baseline_workdir=args.baseline_workdir, counts=args.counts,
                   draws=args.draws, seed=args.seed, reading=args.reading, prune=args.prune,
                   limit=args.limit, stats_limit=args.stats_limit)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import sys
 
-from hpjax import cli, report
+from hpjax.core import cli
+from hpjax.core.errors import ConfigError
+from hpjax.hpnet import report
 
 
 @cli.guarded
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
   for name in ("limit", "stats_limit", "predictability_limit", "draws"):
     if getattr(args, name) < 2:
-      raise cli.UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 2")
+      raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 2")
   sizes = report.ReportSizes(limit=args.limit, stats_limit=args.stats_limit,
                              predictability_limit=args.predictability_limit,
                              random_draws=args.draws)

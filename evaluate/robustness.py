@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import sys
 
-from hpjax import analysis, cli
+from hpjax.hpnet import analysis
+from hpjax.core import cli
 
 
 @cli.guarded

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import sys
 
-from hpjax import cli, run_summary
+from hpjax.core import cli
+from hpjax.hpnet import summary
 
 
 @cli.guarded
@@ -28,12 +29,12 @@ def main(argv: list[str] | None = None) -> int:
                  help="add each attribute's balanced accuracy (without --seeds)")
   p.add_argument("--out", help="also write the table to this Markdown file")
   args = p.parse_args(argv)
-  text = (run_summary.seeds_table(args.workdirs) if args.seeds
-          else run_summary.table(args.workdirs, per_attribute=args.per_attribute))
+  text = (summary.seeds_table(args.workdirs) if args.seeds
+          else summary.table(args.workdirs, per_attribute=args.per_attribute))
   print(text, end="")
   if args.out:
-    from hpjax.attributes import write_atomic
-    write_atomic(args.out, text)
+    from hpjax.core.io import write_text
+    write_text(args.out, text)
     print(f"written to {os.path.abspath(args.out)}")
   return 0
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import sys
 
-from hpjax import cli, semisupervised_stats
+from hpjax.core import cli
+from hpjax.core.errors import ConfigError
+from hpjax.image_score import tables
 
 
 @cli.guarded
@@ -31,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
   for w in args.workdirs:
     if not os.path.isfile(os.path.join(w, "config.json")):
-      raise cli.UsageError(f"--workdirs {w}: no config.json there; train first with "
+      raise ConfigError(f"--workdirs {w}: no config.json there; train first with "
                            "python -m train.semisupervised")
-  semisupervised_stats.evaluate(args.workdirs, args.out, fig_class=args.fig_class,
+  tables.evaluate(args.workdirs, args.out, fig_class=args.fig_class,
                                 num_resamples=args.num_resamples,
                                 plot_similarities=args.plot_similarities)
   with open(os.path.join(args.out, "semisupervised.md")) as f:

@@ -10,15 +10,15 @@ processes) does not pay for importing JAX.
 import importlib
 
 _EXPORTS = {
-    "mask_transform": "hpjax.mask_transformation",
-    **{name: "hpjax.image_score" for name in (
+    "mask_transform": "hpjax.hpnet.transform",
+    **{name: "hpjax.image_score.scoring" for name in (
         "Reference", "ReferenceAccumulator", "fit_reference", "fit_dataset_reference", "score",
         "score_taps", "score_stored", "make_fused_scorer", "save_taps", "load_taps", "TapWriter",
         "score_numpy_loop")},
-    **{name: "hpjax.selection" for name in (
+    **{name: "hpjax.image_score.selection" for name in (
         "select_per_class", "select_top", "select_random", "softmax_confidence",
         "VGG16_FRACTIONS", "RESNET18_FRACTIONS")},
-    **{name: "hpjax.stats" for name in ("bootstrap_pvalue", "bootstrap_ci")},
+    **{name: "hpjax.core.stats" for name in ("bootstrap_pvalue", "bootstrap_ci")},
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,12 +11,14 @@ import argparse
 import os
 import sys
 
-from hpjax import attributes, cli, configs, distributed
+from hpjax.hpnet import experiment
+from hpjax.hpnet.config import ATTRIBUTE_PRESETS
+from hpjax.core import cli, configs, distributed
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
   p = cli.parser("train.attributes", __doc__)
-  p.add_argument("--config", default="demo", help=f"preset: {', '.join(configs.ATTRIBUTE_PRESETS)}")
+  p.add_argument("--config", default="demo", help=f"preset: {', '.join(ATTRIBUTE_PRESETS)}")
   p.add_argument("--workdir", required=True, help="run directory (created; resumed if it has checkpoints)")
   cli.add_training_args(p, set_example="batch_size=64")
   return p.parse_args(argv)
@@ -26,8 +28,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
   args = parse(argv)
   distributed.initialize(True if args.distributed else None)
-  config = configs.override(configs.preset(configs.ATTRIBUTE_PRESETS, args.config), args.set)
-  state = attributes.train(config, args.workdir, progress=not args.no_progress)
+  config = configs.override(configs.preset(ATTRIBUTE_PRESETS, args.config), args.set)
+  state = experiment.train(config, args.workdir, progress=not args.no_progress)
   print(f"trained {config.model} ({config.name}) to step {int(state.step)}; "
         f"checkpoints and metrics in {os.path.abspath(args.workdir)}")
   return 0

@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import sys
 
-from hpjax import cli, demo
+from hpjax.core import cli
+from hpjax.hpnet import demo
 
 
 @cli.guarded

@@ -19,7 +19,9 @@ import argparse
 import os
 import sys
 
-from hpjax import cli, configs, distributed, semisupervised
+from hpjax.core import cli, configs, distributed
+from hpjax.core.errors import ConfigError
+from hpjax.image_score import semisupervised
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
       sets.append(f"{field}={value}")
   config = configs.override(configs.preset(semisupervised.SEMI_PRESETS, args.config), sets)
   if args.mode == "per_class" and args.target_class is None:
-    raise cli.UsageError("--mode per_class needs --target-class C")
+    raise ConfigError("--mode per_class needs --target-class C")
   record = semisupervised.train(config, args.workdir, progress=not args.no_progress)
   print(f"{config.method} ({config.mode}) on {config.dataset}, seed {config.seed}: epoch "
         f"{record['epoch']} test accuracy {100 * record['test_accuracy']:.2f}%; records in "

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hpjax.data.errors import DataError
+from hpjax.core.errors import DataError
 from hpjax.data.image import center_square_box, crop_resize, decode_image, scale_points
 
 # The official attribute order (alphabetical, as in list_attr_celeba.txt).

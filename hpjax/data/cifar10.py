@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hpjax.data.errors import DataError
+from hpjax.core.errors import DataError
 
 CLASS_NAMES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpjax.data.errors import DataError
+from hpjax.core.errors import DataError
 
 SPLITS = ("train", "test", "all")
 TEST_EVERY = 5  # every 5th example (index % 5 == 4) is a test example

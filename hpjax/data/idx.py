@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 
-from hpjax.data.errors import DataError
+from hpjax.core.errors import DataError
 
 # Type code -> big-endian NumPy dtype, from the format's definition.
 DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

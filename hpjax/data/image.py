@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from hpjax.data.errors import DataError
+from hpjax.core.errors import DataError
 
 # Bilinear with PIL's support scaling is an antialiased area-like filter when
 # shrinking (178 -> 64), cheap enough for on-the-fly decoding, and the one

@@ -20,8 +20,8 @@ from typing import Callable, TextIO
 
 import numpy as np
 
-from hpjax.cli import guarded
-from hpjax.data.errors import DataError
+from hpjax.core.cli import guarded
+from hpjax.core.errors import DataError
 
 FORMATS = ("celeba", "celeba_prepared", "celeba_tfds", "cifar10", "cifar10_tfds", "idx", "digits")
 _CELEBA_SPLITS = ("train", "validation", "test")

@@ -34,9 +34,9 @@ import time
 
 import numpy as np
 
-from hpjax.cli import guarded
+from hpjax.core.cli import guarded
 from hpjax.data import celeba
-from hpjax.data.errors import DataError
+from hpjax.core.errors import DataError
 
 _CHUNK = 256  # images per worker task: big enough to amortise IPC, small for progress
 

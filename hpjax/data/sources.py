@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from hpjax.data.base import Source
-from hpjax.data.errors import DataError
+from hpjax.core.errors import DataError
 
 NAMES: tuple[str, ...] = (
     "synthetic", "celeba", "celeba_prepared", "celeba_tfds", "cifar10", "cifar10_tfds",

@@ -40,7 +40,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hpjax.data.errors import DataError
+from hpjax.core.errors import DataError
 
 # The 14 attributes, spelled and ordered as in CelebA's list_attr_celeba.txt (the
 # 40 CelebA columns are alphabetical and these keep that order), so a model trained

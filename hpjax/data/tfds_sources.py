@@ -29,7 +29,7 @@ import numpy as np
 
 from hpjax.data import celeba
 from hpjax.data.cifar10 import CLASS_NAMES as CIFAR10_CLASSES
-from hpjax.data.errors import DataError
+from hpjax.core.errors import DataError
 from hpjax.data.image import center_square_box, crop_resize, scale_points
 
 _CELEBA_SPLITS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}

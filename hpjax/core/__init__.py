@@ -1,0 +1,1 @@
+"""Plumbing both papers share: the training loop, the device mesh, configs, statistics, I/O, the CLI."""

@@ -1,0 +1,1 @@
+"""Paper B: image score, sample selection and the semi-supervised loop."""

@@ -1,0 +1,83 @@
+"""Bootstrap test of a difference in means (paper B, Tables 1–2; SPEC B5)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from hpjax.core import stats
+
+
+def _samples(shift, n=40, seed=0):
+  rng = np.random.default_rng(seed)
+  return rng.normal(shift, 1.0, n), rng.normal(0.0, 1.0, n)
+
+
+def test_known_difference_gives_small_p():
+  a, b = _samples(1.5)
+  p = stats.bootstrap_pvalue(a, b, num_resamples=5000)
+  # Nothing among 5000 null resamples reaches a 1.5-sigma mean shift with n = 40.
+  assert p == pytest.approx(1 / 5001)
+  # The reverse hypothesis is rejected: p close to 1.
+  assert stats.bootstrap_pvalue(a, b, num_resamples=5000, alternative="less") > 0.99
+
+
+def test_equal_samples_give_p_near_half():
+  a = np.arange(20.0)
+  b = a[::-1].copy()  # same values: observed difference 0
+  p = stats.bootstrap_pvalue(a, b, num_resamples=4000)
+  assert 0.45 < p < 0.56
+  _, b2 = _samples(0.0, seed=3)
+  a2, _ = _samples(0.0, seed=4)
+  assert stats.bootstrap_pvalue(a2, b2, num_resamples=4000) > 0.05
+
+
+def test_agrees_with_welch_t_test():
+  a, b = _samples(0.1, n=200, seed=1)
+  welch = scipy.stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue
+  p = stats.bootstrap_pvalue(a, b, num_resamples=20000, seed=1)
+  assert 0.05 < welch < 0.2  # a borderline case, where the two must agree
+  assert p == pytest.approx(welch, abs=0.01)
+
+
+def test_greater_and_less_are_complementary():
+  a, b = _samples(0.2, n=15, seed=2)
+  n = 3000
+  pg = stats.bootstrap_pvalue(a, b, num_resamples=n, alternative="greater")
+  pl = stats.bootstrap_pvalue(a, b, num_resamples=n, alternative="less")
+  # Same seed, same null draws, continuous data: every resample lands on one side.
+  assert pg + pl == pytest.approx((n + 2) / (n + 1))
+  p2 = stats.bootstrap_pvalue(a, b, num_resamples=n, alternative="two-sided")
+  assert p2 >= min(pg, pl)
+
+
+def test_paired():
+  rng = np.random.default_rng(5)
+  b = rng.normal(80, 5, 12)  # e.g. per-seed accuracies: big spread between seeds
+  a = b + 0.5 + rng.normal(0, 0.1, 12)  # a consistent +0.5 within each seed
+  assert stats.bootstrap_pvalue(a, b, paired=True, num_resamples=2000) < 0.01
+  assert stats.bootstrap_pvalue(a, b, paired=False, num_resamples=2000) > 0.3
+
+
+def test_bootstrap_ci():
+  a, b = _samples(1.0, n=100, seed=6)
+  lo, hi = stats.bootstrap_ci(a, b, num_resamples=4000)
+  diff = a.mean() - b.mean()
+  assert lo < diff < hi and lo > 0.5 and hi < 1.6
+  lower, upper = stats.bootstrap_ci(a, b, alternative="greater", num_resamples=4000)
+  assert lo < lower < diff and upper == np.inf
+  mlo, mhi = stats.bootstrap_ci(a, num_resamples=4000)
+  se = a.std(ddof=1) / np.sqrt(a.size)
+  assert mlo == pytest.approx(a.mean() - 1.96 * se, abs=0.05)
+  assert mhi == pytest.approx(a.mean() + 1.96 * se, abs=0.05)
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match="at least 2 values"):
+    stats.bootstrap_pvalue([1.0], [1.0, 2.0])
+  with pytest.raises(ValueError, match="expected alternative"):
+    stats.bootstrap_pvalue([1.0, 2.0], [1.0, 2.0], alternative="bigger")
+  with pytest.raises(ValueError, match="paired samples need equal sizes"):
+    stats.bootstrap_pvalue([1.0, 2.0], [1.0, 2.0, 3.0], paired=True)
+  with pytest.raises(ValueError, match="finite"):
+    stats.bootstrap_ci([1.0, np.nan])
