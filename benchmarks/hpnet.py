@@ -15,10 +15,10 @@ peak resident memory (``VmHWM``) is its own:
 * peak RSS after the inference part and after the training part (the process
   peak: it includes the framework's runtime and, for JAX, the compiler's memory).
 
-The JAX step is the real library: :func:`hpjax.training.create_train_state`,
-:func:`hpjax.training.train_step` with :func:`hpjax.attributes.make_loss_fn`
-(:func:`hpjax.losses.attribute_loss`) and :func:`hpjax.training.make_optimizer`
-(Adam), jitted as :func:`hpjax.training.fit` does (no buffer donation). PyTorch runs
+The JAX step is the real library: :func:`hpjax.core.training.create_train_state`,
+:func:`hpjax.core.training.train_step` with :func:`hpjax.hpnet.experiment.make_loss_fn`
+(:func:`hpjax.hpnet.losses.attribute_loss`) and :func:`hpjax.core.training.make_optimizer`
+(Adam), jitted as :func:`hpjax.core.training.fit` does (no buffer donation). PyTorch runs
 :mod:`benchmarks.torch_hpnet` (the same architecture) with
 ``torch.set_num_threads`` = the JAX thread count, eager and ``torch.compile``.
 
@@ -184,7 +184,7 @@ def jax_worker(spec: dict[str, Any]) -> dict[str, Any]:
   images, labels = _batch(shape)
   batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
   out: dict[str, Any] = {"framework": "jax", "mode": "jit", "model": spec["model"],
-                         "shape": shape.name, "head_chunk": getattr(model, "head_chunk", None)}
+                         "shape": shape.name, "stream_heads": getattr(model, "stream_heads", None)}
 
   # Inference first, so the peak RSS read after it is the inference peak.
   infer = jax.jit(lambda v, x: model.apply(v, training.images_to_float(x), train=False)[0])
@@ -383,8 +383,8 @@ def run(quick: bool = False, *, threads: int | None = None, torch_compile: bool 
                  "peak_memory": "peak RSS (VmHWM) of that process, read after inference "
                                 "and after training; JAX also reports XLA memory_analysis()",
                  "flops": "analytic: extractor 3x3 convs + K*H*W*C^2 mask convs, x3 for training",
-                 "jax_step": "hpjax.training.train_step + attributes.make_loss_fn + make_optimizer, "
-                             "jit without donation (as training.fit)"},
+                 "jax_step": "hpjax.core.training.train_step + hpjax.hpnet.experiment.make_loss_fn + "
+                             "make_optimizer, jit without donation (as training.fit)"},
       "flops_per_image": {s.name: {"hpnet_forward": forward_flops(s),
                                    "baseline_forward": forward_flops(s, "baseline")}
                           for s in shapes},
@@ -427,16 +427,16 @@ def _ratios(runs: list[dict[str, Any]], shapes: Sequence[Shape]) -> dict[str, An
 def run_pruning(quick: bool = False) -> dict[str, Any]:
   """Inference time of physically pruned HPNets against their FLOP reduction.
 
-  The full model's variables are pruned with :func:`hpjax.pruning.prune_params`
+  The full model's variables are pruned with :func:`hpjax.hpnet.model.prune_params`
   (keeping the first C' channels; which ones does not change the cost) and run with
-  :func:`hpjax.pruning.pruned_model`. Variants are timed interleaved (one call of
+  :func:`hpjax.hpnet.model.pruned_model`. Variants are timed interleaved (one call of
   each in turn, best of the rounds), so a change in machine load hits them alike.
   ``efficiency = speed-up / FLOP reduction`` (1 = the time falls as the FLOPs do).
   """
   import jax
   import jax.numpy as jnp
 
-  from hpjax.hpnet import pruning
+  from hpjax.hpnet import model as model_lib
   from hpjax.core import training
   from hpjax.hpnet.model import HPNet
 
@@ -450,8 +450,8 @@ def run_pruning(quick: bool = False) -> dict[str, Any]:
   variables = model.init(jax.random.key(0), training.images_to_float(x[:1]))
   fns = {}
   for kept in kept_counts:
-    v = pruning.prune_params(variables, np.arange(kept)) if kept < c else variables
-    small = pruning.pruned_model(model, kept)
+    v = model_lib.prune_params(variables, np.arange(kept)) if kept < c else variables
+    small = model_lib.pruned_model(model, kept)
     f = jax.jit(lambda v, x, m=small: m.apply(v, training.images_to_float(x), train=False)[0])
     f(v, x).block_until_ready()
     fns[kept] = (f, v)
@@ -477,7 +477,7 @@ def run_pruning(quick: bool = False) -> dict[str, Any]:
                  "efficiency_cpu": round(speedup_cpu / reduction, 3)})
   return {"config": {"quick": quick, "shape": shape.name, "batch": shape.batch,
                      "features": shape.features, "rounds": rounds,
-                     "pruning": "hpjax.pruning.prune_params + pruned_model",
+                     "pruning": "hpjax.hpnet.model.prune_params + pruned_model",
                      "timing": "interleaved rounds, best wall (and best CPU) time per variant"},
           "rows": rows}
 

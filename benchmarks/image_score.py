@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpjax.image_score import scoring as isc
+from hpjax import image_score as isc
 from hpjax.image_score.models import ResNet18, SmallCNN
 
 

@@ -1,16 +1,16 @@
-"""PyTorch HPNet and its baseline: the same architecture as :mod:`hpjax.models.hpnet`.
+"""PyTorch HPNet and its baseline: the same architecture as :mod:`hpjax.hpnet.model`.
 
 The reference implementation the JAX benchmarks compare against (``python -m
 benchmarks --suites hpnet``): the dilation extractor (3×3 convs without bias,
 BatchNorm, LeakyReLU(0.01)), K attention heads computed together as one einsum
-over stacked parameters, GAP, and the loss of :func:`hpjax.losses.attribute_loss`
+over stacked parameters, GAP, and the loss of :func:`hpjax.hpnet.losses.attribute_loss`
 (BCE summed over attributes and averaged over images, plus λ·‖M‖₁ per image
 averaged over the batch), trained with Adam. It is written the way a PyTorch
 user would write it: whole-batch tensors, autograd, optionally ``torch.compile``.
 
 :func:`load_jax_variables` copies a Flax ``{"params", "batch_stats"}`` tree into
 the modules, so the two frameworks can be checked for equal logits on equal weights
-(``tests/test_benchmarks.py``).
+(``tests/core/test_benchmarks.py``).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class Extractor(nn.Module):
 
 
 class TorchHPNet(nn.Module):
-  """Extractor + K attention heads (paper A, Eq. 8–9), as in ``hpjax.models.HPNet``.
+  """Extractor + K attention heads (paper A, Eq. 8–9), as in ``hpjax.hpnet.model.HPNet``.
 
   ``forward`` takes NHWC images in [0, 1] (the JAX layout) and returns
   ``(logits [batch, K], mask_l1 [batch])``. ``matmul_dtype=torch.bfloat16`` runs the
@@ -100,7 +100,7 @@ class TorchBaselineNet(nn.Module):
 
 def attribute_loss(logits: torch.Tensor, labels: torch.Tensor, mask_l1: torch.Tensor,
                    l1_lambda: float = 1e-5) -> torch.Tensor:
-  """Eq. 10 as in :func:`hpjax.losses.attribute_loss` with ``l1_reduction="sum"``."""
+  """Eq. 10 as in :func:`hpjax.hpnet.losses.attribute_loss` with ``l1_reduction="sum"``."""
   bce = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype),
                                                        reduction="none").sum(-1).mean()
   return bce + l1_lambda * mask_l1.mean()

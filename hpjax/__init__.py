@@ -11,10 +11,12 @@ import importlib
 
 _EXPORTS = {
     "mask_transform": "hpjax.hpnet.transform",
-    **{name: "hpjax.image_score.scoring" for name in (
-        "Reference", "ReferenceAccumulator", "fit_reference", "fit_dataset_reference", "score",
-        "score_taps", "score_stored", "make_fused_scorer", "save_taps", "load_taps", "TapWriter",
-        "score_numpy_loop")},
+    **{name: "hpjax.image_score.reference" for name in (
+        "Reference", "ReferenceAccumulator", "fit_reference", "fit_dataset_reference")},
+    **{name: "hpjax.image_score.scoring" for name in ("score", "score_taps", "score_numpy_loop")},
+    "make_fused_scorer": "hpjax.image_score.fused",
+    **{name: "hpjax.image_score.stored" for name in (
+        "score_stored", "save_taps", "load_taps", "TapWriter")},
     **{name: "hpjax.image_score.selection" for name in (
         "select_per_class", "select_top", "select_random", "softmax_confidence",
         "VGG16_FRACTIONS", "RESNET18_FRACTIONS")},

@@ -1,1 +1,4 @@
-"""Thin ``python -m train.*`` entry points; the work lives in :mod:`hpjax`."""
+"""Thin ``python -m train.*`` entry points, run from a checkout and not installed.
+
+The commands live in :mod:`hpjax.commands`; installed, ``hpjax train NAME`` runs them.
+"""

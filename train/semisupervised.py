@@ -1,62 +1,9 @@
-"""Semi-supervised re-training with image-score, softmax or random sample selection (paper B).
+"""``python -m train.semisupervised``, run from a checkout.
 
-  python -m train.semisupervised --config fashion_mnist --method image_score --seed 0 \\
-      --workdir runs/semi/fm_is_s0 --set pretrain_cache=runs/semi/cache
-  python -m train.semisupervised --config fashion_mnist --method softmax --mode per_class \\
-      --target-class 6 --seed 0 --workdir runs/semi/fm_sm_c6_s0
-  python -m train.semisupervised --config cifar10 --set data_path=/data/cifar-10-batches-bin \\
-      --method image_score --seed 0 --workdir runs/semi/c10_is_s0
-
-Pre-trains E1 epochs on the labelled part of the training split, then re-trains E2
-epochs, adding each epoch the top α_c of the additional images predicted as
-class c (by image score / softmax confidence / at random; none for the baseline)
-with their predicted labels. Re-running the same command resumes the run.
-Per-epoch records go to WORKDIR/metrics.jsonl (kind "semi").
+The command is :mod:`hpjax.commands.train_semisupervised`;
+installed, ``hpjax train semisupervised`` runs it.
 """
-from __future__ import annotations
-
-import argparse
-import os
-import sys
-
-from hpjax.core import cli, configs, distributed
-from hpjax.core.errors import ConfigError
-from hpjax.image_score import semisupervised
-
-
-def parse(argv: list[str] | None) -> argparse.Namespace:
-  p = cli.parser("train.semisupervised", __doc__)
-  p.add_argument("--config", default="fashion_mnist",
-                 help=f"preset: {', '.join(semisupervised.SEMI_PRESETS)}")
-  p.add_argument("--method", choices=semisupervised.METHODS, default=None,
-                 help="sample selection (default: the preset's)")
-  p.add_argument("--mode", choices=semisupervised.MODES, default=None,
-                 help="add pseudo labels of all classes, or only of --target-class")
-  p.add_argument("--target-class", type=int, default=None, help="the class of mode per_class")
-  p.add_argument("--seed", type=int, default=None, help="split, init, data order (default 0)")
-  p.add_argument("--workdir", required=True, help="run directory (created; resumed if present)")
-  cli.add_training_args(p, set_example="similarity=jaccard")
-  return p.parse_args(argv)
-
-
-@cli.guarded
-def main(argv: list[str] | None = None) -> int:
-  args = parse(argv)
-  distributed.initialize(True if args.distributed else None)
-  sets = list(args.set)
-  for field, value in (("method", args.method), ("mode", args.mode),
-                       ("target_class", args.target_class), ("seed", args.seed)):
-    if value is not None:
-      sets.append(f"{field}={value}")
-  config = configs.override(configs.preset(semisupervised.SEMI_PRESETS, args.config), sets)
-  if args.mode == "per_class" and args.target_class is None:
-    raise ConfigError("--mode per_class needs --target-class C")
-  record = semisupervised.train(config, args.workdir, progress=not args.no_progress)
-  print(f"{config.method} ({config.mode}) on {config.dataset}, seed {config.seed}: epoch "
-        f"{record['epoch']} test accuracy {100 * record['test_accuracy']:.2f}%; records in "
-        f"{os.path.abspath(os.path.join(args.workdir, 'metrics.jsonl'))}")
-  return 0
-
+from hpjax.commands.train_semisupervised import main
 
 if __name__ == "__main__":
-  sys.exit(main())
+  raise SystemExit(main())

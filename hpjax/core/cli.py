@@ -1,12 +1,40 @@
-"""Shared plumbing for the ``python -m train.*`` / ``python -m evaluate.*`` entry points."""
+"""Shared plumbing for the commands in :mod:`hpjax.commands`.
+
+A command runs as ``python -m GROUP.NAME`` from a checkout or as ``hpjax GROUP NAME``
+once installed; its usage line, help and error lines are spelled the way it was run.
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import functools
+import os
+import re
 import sys
-from typing import Callable
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from hpjax.core.errors import Error
+from hpjax.core import configs, distributed
+from hpjax.core.errors import ConfigError, Error
+
+# True while the ``hpjax`` console script runs a command.
+_CONSOLE: contextvars.ContextVar[bool] = contextvars.ContextVar("hpjax_console", default=False)
+_ENTRY_POINT = re.compile(r"python -m (train|evaluate)\.(\w+)")
+
+
+@contextlib.contextmanager
+def console() -> Iterator[None]:
+  """Within: commands are spelled ``hpjax GROUP NAME``, as the console script runs them."""
+  token = _CONSOLE.set(True)
+  try:
+    yield
+  finally:
+    _CONSOLE.reset(token)
+
+
+def as_invoked(text: str) -> str:
+  """TEXT with each ``python -m GROUP.NAME`` spelled ``hpjax GROUP NAME`` under :func:`console`."""
+  return _ENTRY_POINT.sub(r"hpjax \1 \2", text) if _CONSOLE.get() else text
 
 
 def guarded(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
@@ -22,16 +50,23 @@ def guarded(main: Callable[[list[str] | None], int | None]) -> Callable[[list[st
     try:
       return int(main(argv) or 0)
     except Error as e:
-      print(f"error: {e}", file=sys.stderr)
+      print(f"error: {as_invoked(str(e))}", file=sys.stderr)
       return 2
 
   return wrapper
 
 
 def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
-  """An entry point's parser: ``prog="python -m MODULE"``, its docstring shown as written."""
-  return argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+  """An entry point's parser: ``prog`` as the command was run (``python -m MODULE`` or
+  ``hpjax GROUP NAME``), its docstring shown as written."""
+  return argparse.ArgumentParser(prog=as_invoked(f"python -m {module}"),
+                                 description=doc and as_invoked(doc),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_config_arg(p: argparse.ArgumentParser, presets: Mapping[str, Any], default: str) -> None:
+  """``--config``: the name of one of PRESETS."""
+  p.add_argument("--config", default=default, help=f"preset: {', '.join(presets)}")
 
 
 def add_training_args(p: argparse.ArgumentParser, *, set_example: str,
@@ -43,6 +78,30 @@ def add_training_args(p: argparse.ArgumentParser, *, set_example: str,
     p.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() (also: HPJAX_DISTRIBUTED=1)")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def initialize_distributed(args: argparse.Namespace) -> None:
+  """Joins the multi-host job when ``--distributed`` (or ``HPJAX_DISTRIBUTED=1``) asks for it."""
+  distributed.initialize(True if args.distributed else None)
+
+
+def training_config(args: argparse.Namespace, presets: Mapping[str, Any],
+                    sets: Sequence[str] = ()) -> Any:
+  """The run's config: preset ``--config`` with the ``--set`` overrides, then SETS.
+
+  Joins the multi-host job first (:func:`initialize_distributed`), as every process must
+  before it touches a device.
+  """
+  initialize_distributed(args)
+  return configs.override(configs.preset(presets, args.config), [*args.set, *sets])
+
+
+def require_trained(flag: str, workdir: str, entry: str, trainer: str) -> None:
+  """Raises :class:`ConfigError` unless WORKDIR holds ENTRY (a folder when it ends in ``/``),
+  naming the command (``python -m TRAINER``) that writes it."""
+  path = os.path.join(workdir, entry)
+  if not (os.path.isdir(path) if entry.endswith("/") else os.path.isfile(path)):
+    raise ConfigError(f"{flag} {workdir}: no {entry} there; train first with python -m {trainer}")
 
 
 def add_analysis_args(p: argparse.ArgumentParser, *, limit: int = 256,

@@ -8,6 +8,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from hpjax.core import io
+
 
 def _plain(v: Any) -> Any:
   if isinstance(v, dict):
@@ -31,10 +33,7 @@ class MetricsWriter:
       # logged again by the resumed run: drop them so each step appears once.
       with open(self.path) as f:
         keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-      tmp = self.path + ".tmp"
-      with open(tmp, "w") as f:
-        f.writelines(keep)
-      os.replace(tmp, self.path)
+      io.write_text(self.path, "".join(keep))
     from tensorboardX import SummaryWriter  # import late: only process 0 needs it
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 

@@ -1,4 +1,5 @@
-r"""Bootstrap tests of a difference in means (paper B, Tables 1–2; SPEC B5).
+r"""Statistics: bootstrap and sign-flip tests of a difference in means (paper B, Tables 1–2;
+docs/papers.md §B5), streamed moments and correlations (paper A).
 
 The paper reports, per class, "a difference in mean bootstrapping test" with
 one-sided p-values at level 0.05, without saying how it resamples. The scheme
@@ -25,15 +26,28 @@ With ``paired=True`` (the same seeds or epochs in both groups) the differences
 
 The paper's samples are the per-epoch accuracies of the re-training phase,
 which are serially correlated; independent seeds are the sounder samples
-(SPEC B5). These functions take whichever the caller passes.
+(docs/papers.md §B5). These functions take whichever the caller passes.
+
+With a handful of paired values (2–3 seeds), a bootstrap has too few distinct
+resamples to be trusted; :func:`sign_flip_pvalue` gives the exact one-sided
+p-value of the paired differences instead (its floor :math:`2^{-n}` is the
+honest resolution of n pairs).
 
 Everything is vectorised NumPy, in blocks of resamples to bound memory.
+
+Paper A's statistics live here too: channel moments streamed over a data set and
+merged pairwise (:class:`Moments`; Chan, Golub & LeVeque 1979), the Pearson
+correlation read from them, and Spearman's ρ (:func:`spearman`).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import scipy.stats
+from jax.typing import ArrayLike
 
 ALTERNATIVES = ("greater", "less", "two-sided")
 _BLOCK_ELEMENTS = 1 << 22  # resample indices drawn per block
@@ -53,6 +67,9 @@ def bootstrap_pvalue(a: Any, b: Any, *, num_resamples: int = 10000, seed: int = 
 
   Returns:
     p in ``[1/(B+1), 1]``.
+
+  References:
+    docs/papers.md §B5; paper B Tables 1–2.
   """
   a, b = _check_samples(a, b, paired, "bootstrap_pvalue")
   _check_options(alternative, num_resamples, "bootstrap_pvalue")
@@ -98,6 +115,9 @@ def bootstrap_ci(a: Any, b: Any = None, *, confidence: float = 0.95, num_resampl
 
   Returns:
     ``(low, high)``.
+
+  References:
+    docs/papers.md §B5; paper B Tables 1–2.
   """
   if b is None:
     a = _check_group(a, "bootstrap_ci", "a")
@@ -119,6 +139,32 @@ def bootstrap_ci(a: Any, b: Any = None, *, confidence: float = 0.95, num_resampl
     return float("-inf"), float(np.quantile(stats, confidence))
   lo, hi = np.quantile(stats, [(1 - confidence) / 2, (1 + confidence) / 2])
   return float(lo), float(hi)
+
+
+def sign_flip_pvalue(d: Any) -> float:
+  r"""Exact one-sided p-value of mean(d) > 0 by flipping the signs of paired differences.
+
+  Enumerates all :math:`2^n` sign patterns (n ≤ 20):
+  :math:`p = \#\{s: \overline{s \cdot d} \ge \bar d\} / 2^n`. With 3 seeds the
+  smallest possible p is 1/8, which is the honest resolution of 3 paired runs
+  (a bootstrap of 2–3 values can print p ≈ 0.0001 for the same data).
+
+  Args:
+    d: ``[n]`` paired differences (method − baseline per seed).
+
+  Returns:
+    p in ``[2^{-n}, 1]``.
+
+  References:
+    docs/papers.md §B5; paper B Tables 1–2.
+  """
+  d = np.asarray(d, np.float64)
+  if d.ndim != 1 or not 1 <= d.size <= 20:
+    raise ValueError(f"sign_flip_pvalue: expected 1..20 paired differences, got shape {d.shape}")
+  n = d.size
+  signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)  # [2^n, n] of ±1
+  means = (signs * d).mean(axis=1)
+  return float(np.mean(means >= d.mean() - 1e-12 * max(1.0, abs(d.mean()))))
 
 
 def _resampled_means(x: np.ndarray, num_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -154,3 +200,84 @@ def _check_options(alternative: str, num_resamples: int, where: str) -> None:
     raise ValueError(f"{where}: expected alternative in {ALTERNATIVES}, got {alternative!r}")
   if num_resamples < 1:
     raise ValueError(f"{where}: expected num_resamples >= 1, got {num_resamples}")
+
+
+# ---------------------------------------------------------------------------
+# Streamed moments and correlations (paper A, docs/papers.md §A5).
+
+class Moments(NamedTuple):
+  """Running count, mean ``[C]`` and centred cross-product sum ``[C, C]``."""
+  count: jax.Array
+  mean: jax.Array
+  m2: jax.Array
+
+
+def moments_init(num_channels: int) -> Moments:
+  z = jnp.zeros((num_channels,), jnp.float32)
+  return Moments(jnp.zeros((), jnp.float32), z, jnp.zeros((num_channels,) * 2, jnp.float32))
+
+
+def moments_update(m: Moments, x: jax.Array, weight: jax.Array) -> Moments:
+  r"""Folds observations ``x [N, C]`` with 0/1 ``weight [N]`` into ``m`` (Chan's merge).
+
+  The batch is centred at its own mean before the cross products, so float32 keeps
+  the covariance accurate even when the channel means dwarf their spread:
+
+  .. math::
+
+     n = n_a + n_b,\quad \delta = \bar x_b - \bar x_a,\quad
+     \bar x = \bar x_a + \delta\, n_b / n,\quad
+     M_2 = M_{2,a} + M_{2,b} + \delta\delta^\top n_a n_b / n .
+
+  References:
+    docs/papers.md §A5 (step 2).
+  """
+  w = weight.astype(jnp.float32)
+  nb = jnp.sum(w)
+  mean_b = jnp.sum(w[:, None] * x, axis=0) / jnp.maximum(nb, 1.0)
+  d = x - mean_b
+  m2_b = jnp.einsum("ni,nj->ij", d * w[:, None], d)
+  n = m.count + nb
+  frac = nb / jnp.maximum(n, 1.0)
+  delta = mean_b - m.mean
+  return Moments(n, m.mean + delta * frac, m.m2 + m2_b + jnp.outer(delta, delta) * m.count * frac)
+
+
+def correlation_from_covariance(cov: ArrayLike) -> np.ndarray:
+  """Pearson correlation ``[C, C]`` from a covariance (or M2) matrix.
+
+  A channel with (numerically) zero variance — dead after pruning, or constant —
+  has no defined correlation; it gets 0 off the diagonal and 1 on it, so it is
+  never taken for a near-duplicate of another channel.
+
+  References:
+    docs/papers.md §A5 (step 2).
+  """
+  cov = np.asarray(cov, np.float64)
+  var = np.clip(np.diag(cov), 0.0, None)
+  alive = var > 1e-12 * max(var.max(initial=0.0), 1e-30)
+  std = np.sqrt(np.where(alive, var, 1.0))
+  corr = cov / np.outer(std, std)
+  corr[~alive, :] = 0.0
+  corr[:, ~alive] = 0.0
+  np.fill_diagonal(corr, 1.0)
+  return np.clip(corr, -1.0, 1.0)
+
+
+def profile_correlation(rows: ArrayLike) -> np.ndarray:
+  """Pearson correlation between the columns of ``rows [N, D]`` → ``[D, D]``."""
+  x = np.asarray(rows, np.float64)
+  d = x - x.mean(axis=0)
+  return correlation_from_covariance(d.T @ d)
+
+
+def spearman(predicted: ArrayLike, observed: ArrayLike) -> float | None:
+  """Spearman's ρ over flattened pairs; None when either side is constant (undefined).
+
+  References:
+    docs/papers.md §A7.
+  """
+  p, o = np.ravel(predicted), np.ravel(observed)
+  if p.size < 3 or np.ptp(p) == 0 or np.ptp(o) == 0:
+    return None
+  return float(scipy.stats.spearmanr(p, o).statistic)

@@ -18,6 +18,9 @@ Sources also expose metadata used by configs and reports:
 
 * ``label_names``: tuple of attribute names (multi-attribute) or class names.
 * ``image_shape``: ``(height, width, channels)``.
+
+:class:`ArraySource` is the generic source over in-memory arrays; :class:`LabelledArrays`
+gives the source methods to a loader that holds its whole split in memory.
 """
 from __future__ import annotations
 
@@ -43,3 +46,57 @@ def get_batch(source: Any, indices: Sequence[int] | np.ndarray) -> dict[str, np.
     return source.get_batch(indices)
   examples = [source[int(i)] for i in indices]
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+class LabelledArrays:
+  """Source methods for a loader holding ``images [N, H, W, C]`` and ``labels [N]`` in memory."""
+
+  images: np.ndarray
+  labels: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return {"image": self.images[index].copy(), "label": np.int32(self.labels[index])}
+
+  def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    indices = np.asarray(indices, np.int64)
+    return {"image": self.images[indices], "label": self.labels[indices]}
+
+
+class ArraySource:
+  """An in-memory source over rows of an image array, with its own labels.
+
+  The rows are picked by ``index``, so subsets and unions of one array (e.g. a
+  labelled set plus a pseudo-labelled selection of the same train split) share
+  its pixels instead of copying them; the labels are the source's own (true
+  labels for some rows, predicted ones for others).
+
+  Args:
+    images: uint8 ``[N_all, H, W, C]``.
+    index: int ``[N]`` rows of ``images``.
+    labels: int32 ``[N]``.
+    label_names: class names.
+  """
+
+  def __init__(self, images: np.ndarray, index: np.ndarray, labels: np.ndarray,
+               label_names: tuple[str, ...]):
+    self.images = images
+    self.index = np.asarray(index, np.int64)
+    self.labels = np.asarray(labels, np.int32)
+    if self.index.shape != self.labels.shape:
+      raise ValueError(f"ArraySource: expected index and labels of the same shape, got "
+                       f"{self.index.shape} and {self.labels.shape}")
+    self.label_names = tuple(label_names)
+    self.image_shape = tuple(images.shape[1:])
+
+  def __len__(self) -> int:
+    return int(self.index.size)
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    return {"image": self.images[self.index[i]], "label": np.int32(self.labels[i])}
+
+  def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    indices = np.asarray(indices, np.int64)
+    return {"image": self.images[self.index[indices]], "label": self.labels[indices]}

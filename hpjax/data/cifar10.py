@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from hpjax.core.errors import DataError
+from hpjax.data.base import LabelledArrays
 
 CLASS_NAMES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -280,7 +281,7 @@ def parse_pickle_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
   return lab.astype(np.uint8), np.ascontiguousarray(pixels)
 
 
-class Cifar10Pickle:
+class Cifar10Pickle(LabelledArrays):
   """CIFAR-10 python version, unpickled safely into memory.
 
   Args:
@@ -312,16 +313,6 @@ class Cifar10Pickle:
       pixels.append(pix)
     self.labels = np.concatenate(labels).astype(np.int32)
     self.images = np.ascontiguousarray(_chw_to_hwc(np.concatenate(pixels)))
-
-  def __len__(self) -> int:
-    return len(self.labels)
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    return {"image": self.images[index].copy(), "label": np.int32(self.labels[index])}
-
-  def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    indices = np.asarray(indices, np.int64)
-    return {"image": self.images[indices], "label": self.labels[indices]}
 
 
 def _read_capped(path: str) -> bytes:

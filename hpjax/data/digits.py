@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from hpjax.core.errors import DataError
+from hpjax.data.base import LabelledArrays
 
 SPLITS = ("train", "test", "all")
 TEST_EVERY = 5  # every 5th example (index % 5 == 4) is a test example
@@ -35,7 +36,7 @@ def split_indices(labels: np.ndarray, split: str) -> np.ndarray:
   return np.flatnonzero(is_test if split == "test" else ~is_test)
 
 
-class Digits:
+class Digits(LabelledArrays):
   """The scikit-learn digits as a source.
 
   Args:
@@ -55,13 +56,3 @@ class Digits:
     self.labels = np.asarray(d.target[keep], np.int32)
     self.label_names = tuple(str(i) for i in range(10))
     self.image_shape = (8, 8, 1)
-
-  def __len__(self) -> int:
-    return len(self.labels)
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    return {"image": self.images[index].copy(), "label": np.int32(self.labels[index])}
-
-  def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    indices = np.asarray(indices, np.int64)
-    return {"image": self.images[indices], "label": self.labels[indices]}

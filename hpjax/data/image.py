@@ -1,7 +1,7 @@
 """Image decoding, center cropping and resizing shared by the real-data loaders.
 
 Every decode goes through :func:`decode_image`, so a corrupt file, an unexpected
-format, mode or size becomes one :class:`~hpjax.data.errors.DataError` naming the
+format, mode or size becomes one :class:`~hpjax.core.errors.DataError` naming the
 file, whichever loader (raw CelebA, TFDS, the preparation step) met it.
 """
 from __future__ import annotations

@@ -71,7 +71,13 @@ def train_iterator(dataset: grain.MapDataset, *, worker_count: int = 0) -> grain
 def eval_batches(source: Any, *, global_batch_size: int, process_index: int = 0,
                  process_count: int = 1, limit: int | None = None
                  ) -> Iterator[dict[str, np.ndarray]]:
-  """One ordered pass, padded to full batches; ``"valid"`` marks the real examples."""
+  """One ordered pass, padded to full batches; ``"valid"`` marks the real examples.
+
+  ``"index"`` is each row's position in the source (past the end for padding rows):
+  the global position, also on a process that loads only its slice of the batch, so
+  anything keyed by it (the analyses' per-image noise) does not depend on the batch
+  size or the number of processes.
+  """
   n = len(source) if limit is None else min(limit, len(source))
   sl = process_slice(global_batch_size, process_index, process_count)
   for start in range(0, n, global_batch_size):
@@ -79,4 +85,5 @@ def eval_batches(source: Any, *, global_batch_size: int, process_index: int = 0,
     valid = idx < n
     batch = get_batch(source, np.where(valid, idx, 0))
     batch["valid"] = valid
+    batch["index"] = idx.astype(np.int32)
     yield batch

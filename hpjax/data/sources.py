@@ -15,7 +15,8 @@ NAMES: tuple[str, ...] = (
     "fashion_mnist", "mnist", "digits",
 )
 # Names whose data the user brings: a path is required.
-_NEEDS_PATH = {"celeba", "celeba_prepared", "celeba_tfds", "cifar10", "cifar10_tfds", "mnist"}
+NEEDS_PATH: frozenset[str] = frozenset(
+    {"celeba", "celeba_prepared", "celeba_tfds", "cifar10", "cifar10_tfds", "mnist"})
 
 
 def open_source(name: str, split: str, *, path: str | None = None, image_size: int | None = None, **kw: Any) -> Source:
@@ -41,7 +42,7 @@ def open_source(name: str, split: str, *, path: str | None = None, image_size: i
   """
   if name not in NAMES:
     raise DataError(f"data set name: expected one of {', '.join(NAMES)}, got {name!r}")
-  if name in _NEEDS_PATH and not path:
+  if name in NEEDS_PATH and not path:
     raise DataError(f"data set {name!r}: expected a path to the data, got none")
   if name == "synthetic":
     from hpjax.data.synthetic import SyntheticFaces

@@ -303,7 +303,7 @@ def _paint(ids: np.ndarray, mask: np.ndarray, layer: int, on: np.ndarray | None 
 
 
 # Pixels per rendering chunk: 64 images of 64x64 keep a float32 per-pixel
-# temporary at 1 MiB, near the L2 cache; whole 256-image batches ran ~1.8x slower.
+# temporary at 1 MiB, near the L2 cache; whole 256-image batches ran slower.
 _CHUNK_PIXELS = 2**18
 
 
@@ -528,7 +528,7 @@ def _render_chunk(labels, u, palette, bank, size, images, regions) -> None:
   # One gather of RGBA-packed colours, then channel by channel in 16-bit fixed
   # point (gain in 1/128ths: 255 * 2 * 128 < 2**16) on [B, H, W] planes: gathering
   # 3-byte pixels, broadcasting a gain over a trailing axis of 3, or float32
-  # arithmetic all measured 1.5-2.5x slower.
+  # arithmetic all measured slower.
   colours = np.take(palette.reshape(-1), flat_ids).view(np.uint8)  # [B, H, W * 4]
   colours = colours.reshape(batch, size, size, 4)
   gain_fixed = (gain * f32(128.0)).astype(np.uint16)

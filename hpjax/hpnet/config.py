@@ -24,8 +24,8 @@ class AttributesConfig:
   model: str = "hpnet"                  # "hpnet" (attention heads) or "baseline" (GAP+dense)
   features: tuple[int, ...] = (32, 64, 64, 128)  # extractor widths; the last is C
   dilations: tuple[int, ...] = (1, 2, 3, 2)      # extractor dilations (paper Table 1)
-  head_chunk: int = 8                   # 0: heads on the whole batch, masks materialised;
-                                        # > 0: heads streamed over position chunks (low memory)
+  stream_heads: bool = True             # False: heads on the whole batch, masks materialised;
+                                        # True: heads streamed over position chunks (low memory)
   head_stream_rows: int = 256           # feature-map positions per streamed head chunk
   head_matmul_dtype: str = "float32"    # "bfloat16": the heads' GEMM operands in bfloat16,
                                         # float32 accumulation (opt-in speed on AMX/GPU/TPU)
@@ -71,21 +71,21 @@ ATTRIBUTE_PRESETS: dict[str, AttributesConfig] = {
     # python -m train.attributes --config demo --workdir runs/demo
     # C = 32 keeps the heads' K·H·W·C² cost at the extractor's; 1800 steps ≈ 2.9 epochs
     # (900 left the baseline too at chance on 3 attributes; docs/training.md).
-    # Streamed heads in 2048-position chunks: 30% faster per step than materialised masks
-    # at this size (benchmarks/NOTES.md).
+    # Streamed heads in 2048-position chunks: faster per step than materialised masks
+    # at this size (see benchmarks/NOTES.md).
     "demo": AttributesConfig(
         name="demo", image_size=32, num_train=20000, num_eval=2000, features=(16, 32, 32, 32),
-        head_chunk=1, head_stream_rows=2048, batch_size=32, num_steps=1800, learning_rate=3e-3,
+        head_stream_rows=2048, batch_size=32, num_steps=1800, learning_rate=3e-3,
         warmup_steps=100, log_every=50, eval_every=900, checkpoint_every=900),
     # python -m train.attributes --config celeba --set data_path=/data/celeba --workdir runs/celeba
     # Paper sizes: 40 attributes, C=128; sized for one GPU (bs 64 at 128² fits in 80 GB).
     "celeba": AttributesConfig(
         name="celeba", dataset="celeba", image_size=128, features=(32, 64, 64, 128),
-        head_chunk=8, batch_size=64, num_steps=50000, learning_rate=1e-3, warmup_steps=1000,
+        batch_size=64, num_steps=50000, learning_rate=1e-3, warmup_steps=1000,
         log_every=100, eval_every=5000, checkpoint_every=2000, worker_count=8),
     # Tests: compiles in seconds.
     "smoke": AttributesConfig(
         name="smoke", image_size=16, num_train=256, num_eval=64, features=(4, 8, 8, 8),
-        head_chunk=4, batch_size=8, num_steps=6, learning_rate=1e-3, warmup_steps=2,
+        batch_size=8, num_steps=6, learning_rate=1e-3, warmup_steps=2,
         log_every=2, eval_every=3, checkpoint_every=3),
 }

@@ -35,7 +35,7 @@ def build_model(config: AttributesConfig, num_attributes: int, model: str | None
   if (model or config.model) == "baseline":
     return BaselineNet(num_attributes, tuple(config.features), tuple(config.dilations))
   dtype = None if config.head_matmul_dtype == "float32" else config.head_matmul_dtype
-  return HPNet(num_attributes, tuple(config.features), tuple(config.dilations), config.head_chunk,
+  return HPNet(num_attributes, tuple(config.features), tuple(config.dilations), config.stream_heads,
                dtype, config.head_stream_rows, config.mask_bias_init)
 
 
@@ -115,7 +115,7 @@ def train(config: AttributesConfig, workdir: str, *, progress: bool = True
   """Trains ``config.model`` on ``config.dataset`` in ``workdir`` (resuming if possible).
 
   Each evaluation records validation accuracy and balanced accuracy per attribute and
-  prints a warning naming any dead head (:mod:`hpjax.classification_metrics`).
+  prints a warning naming any dead head (:mod:`hpjax.core.classification_metrics`).
   """
   train_src = open_split(config, "train")
   val_src = open_split(config, "val")
@@ -182,7 +182,7 @@ def evaluate(workdir: str, *, split: str = "test") -> dict[str, Any]:
   """Evaluates the latest checkpoint on ``split``; writes ``eval/attributes.{json,md}``.
 
   Per attribute: accuracy, prevalence, majority rate, balanced accuracy, AUROC and the
-  dead-head flag (:func:`hpjax.classification_metrics.binary_metrics`); dead heads are
+  dead-head flag (:func:`hpjax.core.classification_metrics.binary_metrics`); dead heads are
   also listed under ``dead_heads`` and named in a printed warning.
   """
   config, state, names = load(workdir)

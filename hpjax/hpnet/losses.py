@@ -5,7 +5,7 @@ r"""Losses and metrics for multi-attribute classification (paper A, Eq. 10).
    L = L_b + \lambda \lVert M \rVert_1, \qquad
    L_b = -\frac1N \sum_i \sum_k \big[y_{ik}\log\hat y_{ik} + (1-y_{ik})\log(1-\hat y_{ik})\big]
 
-Reading (SPEC A3): ``L_b`` sums over attributes and averages over images, computed
+Reading (docs/papers.md §A3): ``L_b`` sums over attributes and averages over images, computed
 from logits with the numerically stable ``max(z,0) - z y + log(1 + e^{-|z|})``.
 ``‖M‖₁`` is, per image, the sum of all mask values (H·W·K·C of them; masks are
 sigmoids, so |M| = M), averaged over the batch.
@@ -46,6 +46,9 @@ def attribute_loss(logits: jax.Array, labels: jax.Array, mask_l1: jax.Array, *,
 
   Returns:
     ``(loss, {"bce": L_b, "mask_l1": ‖M‖₁ term before λ})``.
+
+  References:
+    docs/papers.md §A3; paper A Eq. 10.
   """
   if l1_reduction not in ("sum", "mean"):
     raise ValueError(f"l1_reduction must be 'sum' or 'mean', got {l1_reduction!r}")

@@ -45,7 +45,7 @@ def pruning_curves(results: dict[str, dict[str, Any]], path: str, *,
   """Fig. 7: mean accuracy vs number of pruned channels, one panel per model.
 
   Args:
-    results: ``{model_name: pruning.run_model(...) output}``.
+    results: ``{model_name: hpjax.hpnet.analyses.pruning.run_model(...) output}``.
     majority_rate: the mean majority-class rate (one number, or one per model name;
       a missing or None entry draws no line): a dashed line labelled
       ``majority_label``, the accuracy of a model that always answers the majority.
@@ -73,7 +73,7 @@ def robustness(result: dict[str, Any], path: str, *, majority_rate: float | None
   """Fig. 8: mean accuracy vs input-noise σ, one line per (n, β); identity in black.
 
   Args:
-    result: :func:`hpjax.analysis.robustness_grid` output (or its JSON).
+    result: :func:`hpjax.hpnet.analyses.robustness.robustness_grid` output (or its JSON).
     majority_rate: the mean majority-class rate; drawn as a dashed line labelled
       ``majority_label`` (None: no line).
   """

@@ -1,8 +1,9 @@
 """One self-contained HTML report of every paper-A analysis of a trained run.
 
-``python -m evaluate.report --workdir runs/demo`` runs whichever analyses have no
-up-to-date JSON in ``WORKDIR/analysis/`` (pruning, robustness, attention,
-predictability; "up to date" = computed on the run's current checkpoint step),
+``python -m evaluate.report --workdir runs/demo`` runs whichever analyses
+(:data:`hpjax.hpnet.analyses.ANALYSES`: pruning, robustness, attention, predictability)
+have no up-to-date JSON in ``WORKDIR/analysis/`` ("up to date" = computed on the run's
+current weights and baseline),
 reads the others, and writes ``WORKDIR/report/index.html``: images embedded as
 base64 data URIs, tables, the paper's claims with this run's numbers, the config,
 sizes, timings and library versions. It opens from disk without a server.
@@ -26,19 +27,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hpjax.hpnet import analysis
-
-ANALYSES = ("pruning", "robustness", "attention", "predictability")
-
-# Paper A's claims, in the words the report checks them with.
-CLAIMS = {
-    "pruning": "Semantic channel pruning keeps accuracy better than random pruning (Fig. 7).",
-    "robustness": "Some mask transformation (n, β) ≠ (1, 0) degrades less under input noise "
-                  "than the untransformed network (Fig. 8).",
-    "table4": "Attributes with related meaning have correlated attention (Table 4: "
-              "Heavy_Makeup ↔ Wearing_Lipstick, hair colours together).",
-    "localisation": "Attention masks focus on the regions that matter for the attribute (Fig. 4).",
-}
+from hpjax.core import io
+from hpjax.hpnet import runs
+from hpjax.hpnet.analyses import ANALYSES, attention
+from hpjax.hpnet.claims import CLAIMS, LOCALISATION_KINDS, verdicts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +40,15 @@ class ReportSizes:
   stats_limit: int | None = 512    # training images for correlations / attention statistics
   predictability_limit: int | None = 96  # test images per perturbation (C + draws + 1 masks)
   random_draws: int = 5            # random pruning orders (Fig. 7 spread)
+
+  def of(self, name: str) -> dict[str, Any]:
+    """The keyword arguments of analysis ``name`` (:data:`hpjax.hpnet.analyses.ANALYSES`)."""
+    return {"pruning": dict(draws=self.random_draws, limit=self.limit,
+                            stats_limit=self.stats_limit, time_physical=False),
+            "robustness": dict(limit=self.limit),
+            "attention": dict(limit=self.limit, stats_limit=self.stats_limit),
+            "predictability": dict(limit=self.predictability_limit,
+                                   stats_limit=self.stats_limit)}[name]
 
 
 def _run_of(result: dict[str, Any]) -> dict[str, Any]:
@@ -62,30 +63,12 @@ def ensure_analyses(workdir: str, *, baseline_workdir: str | None = None,
   Returns:
     ``(results by analysis name, seconds spent per analysis that was run)``.
   """
-  from hpjax.hpnet import predictability, pruning
-  baseline_workdir = baseline_workdir or analysis.default_baseline(workdir)
-  run = analysis.load_run(workdir)
-  baseline = analysis.load_run(baseline_workdir) if baseline_workdir else None
-  runners = {
-      "pruning": lambda: pruning.run(workdir, baseline_workdir=baseline_workdir,
-                                     draws=sizes.random_draws, limit=sizes.limit,
-                                     stats_limit=sizes.stats_limit, time_physical=False),
-      "robustness": lambda: analysis.run_robustness(workdir, baseline_workdir=baseline_workdir,
-                                                    limit=sizes.limit),
-      "attention": lambda: analysis.run_attention(workdir, baseline_workdir=baseline_workdir,
-                                                  limit=sizes.limit,
-                                                  stats_limit=sizes.stats_limit),
-      "predictability": lambda: predictability.run(workdir, baseline_workdir=baseline_workdir,
-                                                   limit=sizes.predictability_limit,
-                                                   stats_limit=sizes.stats_limit),
-  }
-  if not run.is_hpnet:
-    from hpjax.core.errors import ConfigError
-    raise ConfigError(f"--workdir {workdir}: holds a {run.config.model} model; the report "
-                     "needs the HPNet run (its baseline goes in WORKDIR/baseline)")
+  run, baseline = runs.load_runs(workdir, baseline_workdir)
+  runs.require_hpnet(run, "the report needs the HPNet run (its baseline goes in "
+                     "WORKDIR/baseline)")
   results, timings = {}, {}
-  for name in ANALYSES:
-    path = os.path.join(analysis.output_dir(workdir), f"{name}.json")
+  for name, analysis in ANALYSES.items():
+    path = os.path.join(runs.output_dir(workdir), f"{name}.json")
     if not force and os.path.exists(path):
       with open(path) as f:
         r = json.load(f)
@@ -96,7 +79,7 @@ def ensure_analyses(workdir: str, *, baseline_workdir: str | None = None,
         continue
     log(f"running {name} ...")
     t0 = time.perf_counter()
-    runners[name]()
+    analysis(run, baseline=baseline, **sizes.of(name))
     timings[name] = time.perf_counter() - t0
     with open(path) as f:  # the JSON form, as a later report would read it
       results[name] = json.load(f)
@@ -253,188 +236,6 @@ def _claim(verdict: str, text: str, evidence: str) -> str:
   cls = {"holds": "yes", "does not hold": "no"}.get(verdict, "mixed")
   return (f'<div class="claim {cls}"><b>Paper:</b> {html.escape(text)}<br><b>Here: '
           f'{html.escape(verdict)}.</b> {html.escape(evidence)}</div>')
-
-
-# A transformed network must beat the identity by more than this (in mean-accuracy
-# points) for the robustness claim to count: smaller gains are a handful of decisions
-# on the report's sample.
-ROBUSTNESS_MARGIN = 0.005
-
-
-def verdicts(results: dict[str, Any]) -> dict[str, tuple[str, str]]:
-  """``{claim: (verdict, evidence)}`` from the analyses' JSON.
-
-  Verdicts are "holds", "partly" or "does not hold":
-
-  * pruning (HPNet): semantic − random mean accuracy, averaged over the counts > 0
-    (``gap_counts``), above the random draws' std across draws averaged over those
-    counts (``random_std_mean``) → holds; above 0 but within the spread → partly. An
-    older JSON without ``random_std_mean``: its gap against the mean of ``random_std``.
-  * robustness: judged on the (n, β) selected per σ on the validation split and
-    measured on test (``best_val_selected``): it beats the identity by more than
-    :data:`ROBUSTNESS_MARGIN` at half or more of the σ > 0 levels → holds; at some →
-    partly. The test-selected oracle's gain (biased upwards: the best of the grid on
-    the very images it is scored on) is stated beside it, never judged. An older JSON
-    without ``best_val_selected``: judged on the oracle ``best``.
-  * Table 4: Wearing_Lipstick in Heavy_Makeup's top 5, and every hair colour's top 5
-    holding the other hair colours → holds; some of these pairs → partly.
-  * localisation: on the images that have the attribute ("present"), HPNet attention's
-    energy ratio and pointing rate each above both image-independent priors
-    (mean-map and centre; ``localisation_attention_minus_prior``) → holds; one of the
-    two → partly. An older JSON without the priors: ratio > 1.2 → holds; > 1 → partly.
-  """
-  out = {}
-  pr = results["pruning"]["models"]
-  gaps = {name: _pruning_gap(name, m) for name, m in pr.items()}
-  gap, spread, _ = gaps["hpnet"] if "hpnet" in gaps else next(iter(gaps.values()))
-  out["pruning"] = ("holds" if gap > spread and gap > 0 else "partly" if gap > 0
-                    else "does not hold", "; ".join(t for _, _, t in gaps.values()) + ".")
-  rb = results["robustness"]
-  out["robustness"] = (_robustness_validated(rb) if rb.get("best_val_selected")
-                       else _robustness_oracle(rb))
-  t4 = results["attention"]["table4"]
-  checks = analysis.table4_checks(t4)
-  hits, possible = analysis.table4_hits(t4)
-  out["table4"] = ("holds" if checks and hits == possible else
-                   "does not hold" if hits == 0 else "partly",
-                   "; ".join(_table4_evidence(*c) for c in checks) + "."
-                   if checks else "none of the checked targets (Heavy_Makeup, hair colours) "
-                   "is in Table 4.")
-  at = results["attention"]
-  loc = at.get("localisation_mean")
-  if loc and all(p in loc for p in analysis.PRIORS):
-    out["localisation"] = _localisation_against_priors(at)
-  elif loc:
-    a = loc["hpnet_attention"]["all"]
-    g = loc.get("baseline_grad_cam", {}).get("all")
-    verdict = "holds" if a["ratio"] > 1.2 else "partly" if a["ratio"] > 1.0 else "does not hold"
-    ev = (f"HPNet attention puts {100 * a['share']:.1f}% of its energy in regions covering "
-          f"{100 * a['area']:.1f}% of the image (ratio {a['ratio']:.2f}; 1 = uniform), pointing "
-          f"game {100 * a['pointing']:.1f}%")
-    if g:
-      ev += f"; baseline Grad-CAM ratio {g['ratio']:.2f}, pointing {100 * g['pointing']:.1f}%"
-    out["localisation"] = (verdict, ev + ".")
-  return out
-
-
-def _pruning_gap(name: str, m: dict[str, Any]) -> tuple[float, float, str]:
-  """``(semantic − random gap, the random spread it is set against, evidence)`` of one
-  model's pruning result (the spread: ``random_std_mean``, or for an older JSON the
-  mean of ``random_std`` over every count)."""
-  gap, l1 = float(m["semantic_minus_random"]), float(m["l1_minus_random"])
-  if m.get("random_std_mean") is not None:
-    spread = float(m["random_std_mean"])
-    counts = m.get("gap_counts", [k for k in m["counts"] if k > 0])
-    draws = m.get("random_draws", m.get("draws", "?"))
-    sem = m.get("random_sem_mean")
-    return gap, spread, (
-        f"{name}: semantic − random = {100 * gap:+.2f} pts mean accuracy averaged over the "
-        f"pruned counts {counts} (count 0, where every method is the same model, left out); "
-        f"random std across {draws} draws {100 * spread:.2f} pts, averaged over those counts"
-        + (f" (std error of the random mean {100 * sem:.2f})" if sem is not None else "")
-        + f"; L1 − random {100 * l1:+.2f}")
-  spread = float(np.mean(m["random_std"])) if "random_std" in m else 0.0
-  return gap, spread, (
-      f"{name}: semantic − random = {100 * gap:+.2f} pts mean accuracy averaged over counts "
-      f"{m['counts']} (random std {100 * spread:.2f}; L1 − random {100 * l1:+.2f})")
-
-
-def _robustness_oracle(rb: dict[str, Any]) -> tuple[str, str]:
-  """The robustness verdict of an older JSON: on the test-selected (oracle) ``best``."""
-  noisy = [b for b in rb["best"] if b["sigma"] > 0]
-  beaten = sum(b["gain_over_identity"] > ROBUSTNESS_MARGIN for b in noisy)
-  best = max(rb["best"], key=lambda b: b["gain_over_identity"])
-  return (
-      "holds" if noisy and 2 * beaten >= len(noisy) else "partly" if beaten else "does not hold",
-      f"a transformed network beats the identity by more than {100 * ROBUSTNESS_MARGIN:g} pts "
-      f"at {beaten} of {len(noisy)} noise levels σ > 0; largest gain "
-      f"{100 * best['gain_over_identity']:+.2f} pts at σ = {best['sigma']:g} with (n, β) = "
-      f"({best['n']:g}, {best['beta']:g}) (chosen on the test images it is scored on).")
-
-
-def _robustness_validated(rb: dict[str, Any]) -> tuple[str, str]:
-  """The robustness verdict on the validation-selected (n, β) measured on test, with
-  the test-selected oracle's gain and the fraction of it retained beside it."""
-  rows = rb["best_val_selected"]
-  noisy = [r for r in rows if r["sigma"] > 0]
-  beaten = sum(r["test_gain_over_identity"] > ROBUSTNESS_MARGIN for r in noisy)
-  oracle_beaten = sum(r["oracle_test_gain"] > ROBUSTNESS_MARGIN for r in noisy)
-  sm = rb.get("val_selection_summary") or {}
-  mean = lambda key: float(np.mean([r[key] for r in noisy])) if noisy else float("nan")
-  selected = sm.get("selected_gain_mean", mean("test_gain_over_identity"))
-  oracle = sm.get("oracle_gain_mean", mean("oracle_test_gain"))
-  kept = (sm["retained_fraction"] if "retained_fraction" in sm
-          else selected / oracle if oracle > 0 else None)
-  same = sm.get("levels_selected_is_oracle", sum(bool(r["is_oracle"]) for r in noisy))
-  val = rb.get("validation") or {}
-  verdict = ("holds" if noisy and 2 * beaten >= len(noisy) else "partly" if beaten
-             else "does not hold")
-  ev = (f"(n, β) chosen per σ on the {val.get('split', 'val')} split "
-        f"({val.get('num_images', '?')} images) and measured on the {rb.get('num_images', '?')} "
-        f"test images beats the identity by more than {100 * ROBUSTNESS_MARGIN:g} pts at "
-        f"{beaten} of {len(noisy)} noise levels σ > 0 (the test-selected oracle: at "
-        f"{oracle_beaten}); mean test gain over σ > 0 {100 * selected:+.2f} pts "
-        f"validation-selected vs {100 * oracle:+.2f} pts oracle ("
-        + (f"{100 * kept:.0f}% of the oracle gain retained" if kept is not None
-           else "the oracle gains nothing, no retained fraction")
-        + f"; the validation pick is the test optimum at {same} of {len(noisy)} levels)")
-  if noisy:
-    b = max(noisy, key=lambda r: r["test_gain_over_identity"])
-    ev += (f"; largest validation-selected gain {100 * b['test_gain_over_identity']:+.2f} pts "
-           f"at σ = {b['sigma']:g} with (n, β) = ({b['n']:g}, {b['beta']:g})")
-    o = [r for r in rb.get("best", []) if r["sigma"] > 0]
-    if o:
-      o = max(o, key=lambda r: r["gain_over_identity"])
-      ev += (f"; largest oracle gain {100 * o['gain_over_identity']:+.2f} pts at σ = "
-             f"{o['sigma']:g} with (n, β) = ({o['n']:g}, {o['beta']:g}), chosen on the images "
-             "it is scored on (biased upwards)")
-  return verdict, ev + "."
-
-
-LOCALISATION_KINDS = {"hpnet_attention": "HPNet attention", "mean_map_prior": "mean-map prior",
-                      "centre_prior": "centre prior", "baseline_grad_cam": "baseline Grad-CAM",
-                      "hpnet_grad_cam": "HPNet Grad-CAM"}
-
-
-def _localisation_against_priors(at: dict[str, Any]) -> tuple[str, str]:
-  """The localisation verdict on the images that have the attribute, against the
-  image-independent priors (``localisation_attention_minus_prior``)."""
-  lm = at["localisation_mean"]
-  diff = (at.get("localisation_attention_minus_prior")
-          or analysis.attention_minus_prior(lm))["present"]
-  better = [m for m in ("ratio", "pointing") if diff[m] > 0]  # NaN: not better
-  verdict = "holds" if len(better) == 2 else "partly" if better else "does not hold"
-
-  def scores(kind: str, sub: str = "present") -> str:
-    v = lm[kind][sub]
-    return f"{LOCALISATION_KINDS[kind]} ratio {v['ratio']:.2f}, pointing {100 * v['pointing']:.1f}%"
-
-  count = (at.get("localisation") or {}).get("hpnet_attention", {}).get("present", {}).get("count")
-  pairs = f"{int(np.sum(count))} (image, attribute) pairs, " if count is not None else ""
-  kinds = ["hpnet_attention", "mean_map_prior", "centre_prior"] + (
-      ["baseline_grad_cam"] if "baseline_grad_cam" in lm else [])
-  a, a_all = lm["hpnet_attention"]["present"], lm["hpnet_attention"]["all"]
-  ev = (f"On the test images that have the attribute ({pairs}ratio = energy share in the "
-        f"true region ÷ its area, 1 = uniform): " + "; ".join(scores(k) for k in kinds)
-        + f". HPNet attention puts {100 * a['share']:.1f}% of its energy in regions covering "
-        f"{100 * a['area']:.1f}% of the image; minus the better of the two priors: ratio "
-        f"{diff['ratio']:+.2f}, pointing {100 * diff['pointing']:+.1f} pts, so it beats both "
-        f"priors on {' and '.join(better) if better else 'neither measure'}. Over all test "
-        f"images: HPNet attention ratio {a_all['ratio']:.2f}, pointing "
-        f"{100 * a_all['pointing']:.1f}% (centre prior ratio "
-        f"{lm['centre_prior']['all']['ratio']:.2f}, pointing "
-        f"{100 * lm['centre_prior']['all']['pointing']:.1f}%)")
-  return verdict, ev + "."
-
-
-def _table4_evidence(text: str, target: str, expected: list[str], top: list[str]) -> str:
-  """One Table 4 check in words: hits, the target's top list, what is present/missing."""
-  present = [e for e in expected if e in top]
-  missing = [e for e in expected if e not in top]
-  found = ([f"{', '.join(present)} present"] if present else []) + (
-      [f"{', '.join(missing)} missing"] if missing else [])
-  return (f"{text}: {len(present)}/{len(expected)} ({target}'s top {len(top)}: "
-          f"{', '.join(top) or 'none'}; {'; '.join(found) or 'nothing expected'})")
 
 
 def _versions() -> dict[str, str]:
@@ -599,7 +400,7 @@ def _localisation_tables(at: dict[str, Any], names: list[str]) -> list[str]:
   label = lambda k: LOCALISATION_KINDS.get(k, k)
   cell = lambda r, p: f"{r:.2f} / {100 * p:.0f}%"
   out = []
-  priors = [p for p in analysis.PRIORS if p in loc]
+  priors = [p for p in attention.PRIORS if p in loc]
   if priors:
     out.append("<p>Controls that use no information from the scored image: mean-map prior "
                "= HPNet's attention map averaged over the evaluated test images, per "
@@ -608,8 +409,8 @@ def _localisation_tables(at: dict[str, Any], names: list[str]) -> list[str]:
                "for every image and attribute. A map that beats them knows more than where "
                "attributes usually are.</p>")
   diff = at.get("localisation_attention_minus_prior")
-  if diff is None and priors == list(analysis.PRIORS) and "hpnet_attention" in lm:
-    diff = analysis.attention_minus_prior(lm)
+  if diff is None and priors == list(attention.PRIORS) and "hpnet_attention" in lm:
+    diff = attention.attention_minus_prior(lm)
   for sub, title in (("all", "all test images"), ("present", "test images with the attribute")):
     if any(sub not in loc[k] for k in kinds):
       continue
@@ -676,7 +477,7 @@ def _predictability_section(pd: dict[str, Any]) -> list[str]:
 def render(workdir: str, results: dict[str, Any], *, config: dict[str, Any],
            timings: dict[str, float], sizes: ReportSizes, accuracy: dict[str, Any]) -> str:
   """The report's HTML (a string)."""
-  out_dir = analysis.output_dir(workdir)
+  out_dir = runs.output_dir(workdir)
   fig = lambda name, alt: _img(os.path.join(out_dir, name), alt)
   names = results["attention"]["label_names"]
   v = verdicts(results)
@@ -779,7 +580,7 @@ def render(workdir: str, results: dict[str, Any], *, config: dict[str, Any],
     h.append(fig("localisation.png", "localisation"))
 
   pd = results["predictability"]
-  h.append("<h2>Human predictability as a number (SPEC A7)</h2>")
+  h.append("<h2>Human predictability as a number</h2>")
   h.append("<p>For each perturbation, each attribute's change of mean logit is predicted "
            "from training-set statistics before the perturbation runs (pruning: the removed "
            "channels' direct contribution w<sub>kc</sub>·E[GAP(M<sup>k</sup><sub>c</sub> "
@@ -816,11 +617,10 @@ def build(workdir: str, *, baseline_workdir: str | None = None,
           sizes: ReportSizes = ReportSizes(), force: bool = False,
           log: Callable[[str], None] = print) -> str:
   """Runs the missing analyses and writes ``WORKDIR/report/index.html``; returns its path."""
-  from hpjax.core.io import write_text
-  baseline_workdir = baseline_workdir or analysis.default_baseline(workdir)
+  baseline_workdir = baseline_workdir or runs.default_baseline(workdir)
   results, timings = ensure_analyses(workdir, baseline_workdir=baseline_workdir, sizes=sizes,
                                      force=force, log=log)
-  run = analysis.load_run(workdir)
+  run = runs.load_run(workdir)
   accuracy = {}
   for name, wd in (("hpnet", workdir), ("baseline", baseline_workdir)):
     p = os.path.join(wd, "eval", "attributes.json") if wd else None
@@ -830,5 +630,5 @@ def build(workdir: str, *, baseline_workdir: str | None = None,
   page = render(workdir, results, config=dataclasses.asdict(run.config), timings=timings,
                 sizes=sizes, accuracy=accuracy)
   path = os.path.join(workdir, "report", "index.html")
-  write_text(path, page)
+  io.write_text(path, page)
   return path

@@ -1,7 +1,8 @@
 """One table over several evaluated attribute runs (ablations, seeds).
 
-Reads each workdir's ``eval/attributes.json`` (written by :func:`hpjax.attributes.evaluate`)
-and puts the numbers that tell a healthy model from one with dead heads side by side:
+Reads each workdir's ``eval/attributes.json`` (written by
+:func:`hpjax.hpnet.experiment.evaluate`) and puts the numbers that tell a healthy model
+from one with dead heads side by side:
 mean accuracy beside the majority-class rate, mean and worst balanced accuracy,
 mean AUROC, and the dead heads.
 """
@@ -150,15 +151,16 @@ CLAIM_NUMBERS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 
 def claim_numbers(workdir: str) -> dict[str, float | None]:
   """``{quantity: value}`` for one demo workdir (see :data:`CLAIM_NUMBERS`)."""
-  from hpjax.hpnet import analysis
+  from hpjax.hpnet import runs, statistics
   evals = {}
   for model, wd in (("hpnet", workdir), ("baseline", os.path.join(workdir, "baseline"))):
     r = row(wd)
     evals[model] = {**r, "num_dead": len(r["dead_heads"])}
   hint = "run python -m train.demo (or the evaluate.* analyses) for this workdir first"
-  files = {name: _load_json(os.path.join(analysis.output_dir(workdir), f"{name}.json"), hint)
+  files = {name: _load_json(os.path.join(runs.output_dir(workdir), f"{name}.json"), hint)
            for name in ("pruning", "robustness", "attention", "predictability")}
-  files["attention"]["table4_hits"] = analysis.table4_hits(files["attention"].get("table4", {}))[0]
+  files["attention"]["table4_hits"] = statistics.table4_hits(
+      files["attention"].get("table4", {}))[0]
   out = {}
   for _, quantity, source, path in CLAIM_NUMBERS:
     doc = evals[source.split(":")[1]] if source.startswith("eval:") else files[source]

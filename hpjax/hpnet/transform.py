@@ -22,6 +22,34 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 
+def tone_parts(m: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(M < 0.5, log u)`` with :math:`u = 2\\min(M, 1 - M)`: what h(M; n) needs for any n."""
+  low = m < 0.5
+  # u = 0 (a saturated sigmoid) would give log 0 = -inf and NaN gradients; the floor
+  # changes u^n by less than float32 resolution for any n >= 0.05.
+  return low, jnp.log(jnp.maximum(jnp.where(low, 2.0 * m, 2.0 - 2.0 * m), 1e-30))
+
+
+def tone_from_parts(low: jax.Array, log_u: jax.Array, n: ArrayLike) -> jax.Array:
+  p = 0.5 * jnp.exp(n * log_u)
+  return jnp.where(low, p, 1.0 - p)
+
+
+def tone_curve(m: jax.Array, n: ArrayLike) -> jax.Array:
+  r"""h(M; n) of Eq. 12 as :math:`p = \tfrac12 e^{n \log u}`, :math:`u = 2\min(M, 1-M)`,
+  :math:`h = p` below 0.5 and :math:`1 - p` above.
+
+  Written so that a grid of n shares one logarithm per element (:func:`tone_parts`)
+  and pays one exponential per n (:func:`tone_from_parts`), a quarter of the cost of
+  two ``power`` calls per n.
+
+  References:
+    docs/papers.md §A4; paper A Eq. 12.
+  """
+  return tone_from_parts(*tone_parts(m), n)
+
+
+
 def mask_transform(mask: ArrayLike, *, n: ArrayLike = 1.0, beta: ArrayLike = 0.0) -> jax.Array:
   """Applies g(M; n, β) element-wise.
 
@@ -37,14 +65,11 @@ def mask_transform(mask: ArrayLike, *, n: ArrayLike = 1.0, beta: ArrayLike = 0.0
   >>> import numpy as np
   >>> np.round(np.asarray(mask_transform(np.array([0.0, 0.25, 0.5, 0.75, 1.0]), n=2.0)), 4)
   array([0.   , 0.125, 0.5  , 0.875, 1.   ], dtype=float32)
+
+  References:
+    docs/papers.md §A4; paper A Eq. 11–12.
   """
   m = jnp.asarray(mask, dtype=jnp.result_type(float, mask))
   n = jnp.asarray(n, dtype=m.dtype)
   beta = jnp.asarray(beta, dtype=m.dtype)
-  # Both branches are written as 1/2 * (distance / 0.5)^n around the nearer end;
-  # clipping the distance at 0 keeps the power's gradient finite in the branch
-  # that jnp.where discards (a NaN there would still poison the backward pass).
-  low = 0.5 * jnp.power(jnp.clip(2.0 * m, 0.0, None), n)
-  high = 1.0 - 0.5 * jnp.power(jnp.clip(2.0 * (1.0 - m), 0.0, None), n)
-  h = jnp.where(m < 0.5, low, high)
-  return (1.0 + beta) * h - beta
+  return (1.0 + beta) * tone_curve(m, n) - beta

@@ -1,6 +1,6 @@
 r"""Image classifiers whose every block is a named tap (paper B, "Image Score").
 
-Image score (arXiv 1812.00334, Sec. 2.2; ``shared/SPEC.md`` B1) compares each
+Image score (arXiv 1812.00334, Sec. 2.2; docs/papers.md §B1) compares each
 image's activation mask with a class's "correct" mask at every *layer*, where a
 layer is a block: conv or dense, optional normalization, activation, optional
 pooling. The models here return those block outputs beside the logits:
@@ -126,6 +126,9 @@ class SmallCNN(nn.Module):
     dense_features: widths of the dense blocks before ``width`` scaling.
     use_batch_norm: BatchNorm in the conv blocks.
     dropout_rate: dropout on the input of each dense block and the classifier.
+
+  References:
+    docs/papers.md §B1; paper B Sec. 2.2, 3.1.
   """
 
   num_classes: int = 10
@@ -168,6 +171,9 @@ class VGG16(nn.Module):
     width: multiplies every width (``1/16`` gives a tiny test model).
     dense_features: width of the two dense blocks before ``width`` scaling.
     dropout_rate: dropout before each dense layer (the classic VGG-CIFAR head).
+
+  References:
+    docs/papers.md §B1; paper B Sec. 2.2, 3.1.
   """
 
   num_classes: int = 10
@@ -239,6 +245,9 @@ class ResNet18(nn.Module):
     num_classes: number of output classes.
     width: multiplies every width (``1/16`` gives a tiny test model).
     dropout_rate: dropout before the classifier.
+
+  References:
+    docs/papers.md §B1; paper B Sec. 2.2, 3.1.
   """
 
   num_classes: int = 10

@@ -1,6 +1,6 @@
 r"""Per-class sample selection for the semi-supervised loop (paper B, Sec. 3.1).
 
-``shared/SPEC.md`` B4: the model labels the additional set; per predicted class
+docs/papers.md §B4: the model labels the additional set; per predicted class
 :math:`c` the top :math:`k_c` images by a score (image score, softmax
 confidence, or a random draw) are added to the training set with their
 predicted labels, where
@@ -31,9 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-#: Paper B, VGG16: α_1 = 0.5 (class index 1), α_c = 0.3 for every other class.
+#: Paper B, VGG16: α_1 = 0.5 (class index 1), α_c = 0.3 for every other class
+#: (docs/papers.md §B4; paper B Sec. 3.1).
 VGG16_FRACTIONS: tuple[float, ...] = (0.3, 0.5, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3)
-#: Paper B, ResNet18: α_c for c = 0..9.
+#: Paper B, ResNet18: α_c for c = 0..9 (docs/papers.md §B4; paper B Sec. 3.1).
 RESNET18_FRACTIONS: tuple[float, ...] = (0.2, 0.3, 0.2, 0.1, 0.2, 0.2, 0.3, 0.2, 0.4, 0.2)
 
 
@@ -48,6 +49,9 @@ def selection_counts(predicted: Any, fractions: float | Sequence[float],
 
   Returns:
     ``[C]`` int64 counts.
+
+  References:
+    docs/papers.md §B4; paper B Sec. 3.1.
   """
   predicted = _check_predicted(predicted, "selection_counts")
   alphas = _fractions(fractions, predicted, num_classes, "selection_counts")
@@ -58,7 +62,7 @@ def selection_counts(predicted: Any, fractions: float | Sequence[float],
 
 def select_per_class(scores: Any, predicted: Any, fractions: float | Sequence[float],
                      num_classes: int | None = None) -> np.ndarray:
-  """Per predicted class, the top ``floor(α_c · |I_{a,c}|)`` images by score (SPEC B4).
+  """Per predicted class, the top ``floor(α_c · |I_{a,c}|)`` images by score.
 
   Args:
     scores: ``[N]`` float scores (higher is better); NaN is never selected.
@@ -72,6 +76,9 @@ def select_per_class(scores: Any, predicted: Any, fractions: float | Sequence[fl
   Example:
     >>> select_per_class([0.1, 0.5, 0.5, 0.2], [0, 0, 0, 1], 0.5).tolist()
     [False, True, False, False]
+
+  References:
+    docs/papers.md §B4; paper B Sec. 3.1.
   """
   predicted = _check_predicted(predicted, "select_per_class")
   scores = np.asarray(scores, dtype=np.float64)
@@ -92,7 +99,8 @@ def select_per_class(scores: Any, predicted: Any, fractions: float | Sequence[fl
 
 
 def select_top(scores: Any, fraction: float) -> np.ndarray:
-  """The top ``floor(fraction · N)`` images by score, ignoring classes (SPEC B5, detection).
+  """The top ``floor(fraction · N)`` images by score, ignoring classes
+  (docs/papers.md §B5, detection).
 
   Args:
     scores: ``[N]`` float scores (dataset-level reference); NaN is never selected.
@@ -100,6 +108,9 @@ def select_top(scores: Any, fraction: float) -> np.ndarray:
 
   Returns:
     ``[N]`` bool mask.
+
+  References:
+    docs/papers.md §B5; paper B Sec. 3.2.
   """
   scores = np.asarray(scores)
   return select_per_class(scores, np.zeros(scores.shape, np.int32), fraction, 1)
@@ -113,6 +124,9 @@ def softmax_confidence(logits: jax.Array) -> jax.Array:
 
   Returns:
     ``[N]`` float32 probability of the predicted class.
+
+  References:
+    docs/papers.md §B4; paper B Sec. 3.1.
   """
   logits = jnp.asarray(logits)
   if logits.ndim != 2:
@@ -133,6 +147,9 @@ def select_random(predicted: Any, fractions: float | Sequence[float], key: jax.A
 
   Returns:
     ``[N]`` bool mask.
+
+  References:
+    docs/papers.md §B4; paper B Sec. 3.1.
   """
   predicted = _check_predicted(predicted, "select_random")
   scores = np.asarray(jax.random.uniform(key, predicted.shape))

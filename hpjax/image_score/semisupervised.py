@@ -3,7 +3,8 @@ labelled set plus pseudo-labelled images chosen per predicted class by image sco
 softmax confidence, or at random (library side of ``python -m train.semisupervised``).
 
 Paper B: "Image Score: how to select useful samples" (ICLR 2019 submission,
-arXiv 1812.00334); ``shared/SPEC.md`` B4.
+arXiv 1812.00334); docs/papers.md §B4. The run's config and presets are
+:mod:`hpjax.image_score.config`.
 
 **Split.** The training split (optionally subsampled to ``num_train``) is permuted
 with ``default_rng(seed)``; the first ``labelled_fraction`` of it is the labelled
@@ -17,9 +18,9 @@ loop (they are read only to *report* pseudo-label precision). Fashion-MNIST:
 1. labels the whole additional set with the current model;
 2. selects, per predicted class :math:`c`, the top
    :math:`\lfloor \alpha_c |I_{a,c}| \rfloor` images by the method's score
-   (:func:`hpjax.selection.select_per_class`): the image score against
+   (:func:`hpjax.image_score.selection.select_per_class`): the image score against
    references fitted on the labelled set's *true* class-c images (streamed with
-   :class:`~hpjax.image_score.ReferenceAccumulator`; taps are never stored),
+   :class:`~hpjax.image_score.reference.ReferenceAccumulator`; taps are never stored),
    the softmax confidence, or a random draw; ``mode="per_class"`` keeps only the
    images predicted as ``target_class`` (the paper's "class-by-class" runs);
 3. trains one epoch on the labelled set plus the selection, labelled with the
@@ -31,7 +32,7 @@ and re-labelling with the improving model is the point of updating it.
 Optimizer: Adam with a constant learning rate (the paper's), its state carried
 across all phases; an "epoch" is ``len(train set) // batch_size`` steps.
 
-**Workdir layout** (each phase is one :func:`hpjax.training.fit` run, so
+**Workdir layout** (each phase is one :func:`hpjax.core.training.fit` run, so
 checkpoints, sharding and metrics are the shared ones)::
 
   W/config.json            the SemiConfig (a re-run must match it)
@@ -71,124 +72,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hpjax.core import distributed, training
-from hpjax.image_score import scoring, selection
-from hpjax.core.errors import ConfigError
+from hpjax.core import distributed, io, training
 from hpjax.core.configs import from_dict
-
-METHODS = ("baseline", "softmax", "image_score", "random")
-MODES = ("all", "per_class")
-MODELS = ("small_cnn", "vgg16", "resnet18")
-_NEEDS_PATH = ("cifar10", "cifar10_tfds", "mnist", "celeba")
-
-
-@dataclasses.dataclass(frozen=True)
-class SemiConfig:
-  """One semi-supervised run (SPEC B4)."""
-
-  name: str = "custom"                  # preset name, recorded with the run
-  dataset: str = "fashion_mnist"        # source for hpjax.data.sources.open_source
-  data_path: str | None = None          # data set root (None: the source's default)
-  num_train: int | None = None          # subsample of the train split before splitting (None: all)
-  labelled_fraction: float = 0.6        # labelled share; the rest is the additional set
-  model: str = "small_cnn"              # "small_cnn", "vgg16" or "resnet18"
-  width: float = 1.0                    # multiplies every layer width of the model
-  dropout_rate: float = 0.0             # dropout of the model (SmallCNN/ResNet18: before dense)
-  method: str = "image_score"           # "baseline", "softmax", "image_score" or "random"
-  mode: str = "all"                     # "all" classes at once or "per_class" (target_class only)
-  target_class: int = 0                 # the class whose pseudo labels are added (per_class)
-  fractions: tuple[float, ...] = (0.3,)  # α_c: one for every class, or one per class
-  similarity: str = "recall"            # image-score similarity: "recall", "jaccard", "dice"
-  pretrain_epochs: int = 2              # E1: epochs on the labelled set
-  retrain_epochs: int = 4               # E2: epochs of baseline / selection training
-  batch_size: int = 128                 # global training batch
-  eval_batch_size: int = 512            # batch of the analysis forward passes
-  learning_rate: float = 1e-3           # Adam, constant (the paper's optimizer)
-  num_train_scored: int = 10000         # labelled images scored for Figs. 2–4 (0: none)
-  pretrain_cache: str | None = None     # dir shared by runs with the same pre-training (None: W/pretrain)
-  log_every: int = 50                   # steps between training-metric records (per phase)
-  checkpoint_every: int = 1000          # steps between checkpoints within a phase (and at its end)
-  max_checkpoints: int = 1              # checkpoints kept per phase
-  worker_count: int = 0                 # grain worker processes (0: load in-process)
-  seed: int = 0                         # split, initialisation, data order, dropout, random picks
-
-  def __post_init__(self):
-    for f in ("batch_size", "eval_batch_size", "log_every", "checkpoint_every", "max_checkpoints"):
-      if getattr(self, f) <= 0:
-        raise ConfigError(f"config field {f} must be > 0, got {getattr(self, f)}")
-    for f in ("retrain_epochs", "num_train_scored", "worker_count"):
-      if getattr(self, f) < 0:
-        raise ConfigError(f"config field {f} must be >= 0, got {getattr(self, f)}")
-    if self.method not in METHODS:
-      raise ConfigError(f"config field method must be one of {', '.join(METHODS)}, got "
-                       f"{self.method!r}")
-    if self.mode not in MODES:
-      raise ConfigError(f"config field mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-    if self.model not in MODELS:
-      raise ConfigError(f"config field model must be one of {', '.join(MODELS)}, got "
-                       f"{self.model!r}")
-    if self.similarity not in scoring.SIMILARITIES:
-      raise ConfigError(f"config field similarity must be one of "
-                       f"{', '.join(scoring.SIMILARITIES)}, got {self.similarity!r}")
-    if not 0.0 < self.labelled_fraction < 1.0:
-      raise ConfigError(f"config field labelled_fraction must be in (0, 1), got "
-                       f"{self.labelled_fraction}")
-    if not self.fractions or any(not 0.0 <= a <= 1.0 for a in self.fractions):
-      raise ConfigError(f"config field fractions must be values in [0, 1], got {self.fractions}")
-    if self.target_class < 0:
-      raise ConfigError(f"config field target_class must be >= 0, got {self.target_class}")
-
-
-def method_label(config: SemiConfig) -> str:
-  """The run's method as the tables name it: ``image_score`` or ``image_score[jaccard]``."""
-  if config.method == "image_score" and config.similarity != "recall":
-    return f"image_score[{config.similarity}]"
-  return config.method
-
-
-SEMI_PRESETS: dict[str, SemiConfig] = {
-    # python -m train.semisupervised --config fashion_mnist --method image_score --seed 0 \
-    #   --workdir runs/semi/fm_is_s0 --set pretrain_cache=runs/semi/cache
-    # SmallCNN at width 1/4 trains ~1,200 img/s on 2 shared CPU cores, so one E1+E2
-    # run over 36k/24k takes a few minutes: E1 = 2 epochs already reach ~87 % test
-    # accuracy (the regime where selection can help but is not saturated), and
-    # E2 = 4 re-training epochs give 4 per-epoch samples per run.
-    "fashion_mnist": SemiConfig(
-        name="fashion_mnist", dataset="fashion_mnist", model="small_cnn", width=0.25,
-        fractions=(0.3,), pretrain_epochs=2, retrain_epochs=4, batch_size=128,
-        eval_batch_size=1000, learning_rate=1e-3, num_train_scored=10000,
-        checkpoint_every=500),
-    # python -m train.semisupervised --config digits --method softmax --seed 0 --workdir runs/semi/d
-    # sklearn digits: 1,442 train images → 865 labelled / 577 additional; seconds per run.
-    "digits": SemiConfig(
-        name="digits", dataset="digits", model="small_cnn", width=0.5, fractions=(0.3,),
-        pretrain_epochs=6, retrain_epochs=6, batch_size=32, eval_batch_size=512,
-        learning_rate=2e-3, num_train_scored=1000, log_every=20, checkpoint_every=200),
-    # python -m train.semisupervised --config cifar10 --set data_path=/data/cifar-10-batches-bin \
-    #   --method image_score --seed 0 --workdir runs/semi/c10   (GPU; paper sizes)
-    "cifar10": SemiConfig(
-        name="cifar10", dataset="cifar10", model="vgg16", width=1.0, dropout_rate=0.5,
-        fractions=selection.VGG16_FRACTIONS, pretrain_epochs=100, retrain_epochs=100,
-        batch_size=128, eval_batch_size=1000, learning_rate=1e-4, num_train_scored=10000,
-        checkpoint_every=2000, worker_count=4),
-    # The paper's second CIFAR-10 model and its α.
-    "cifar10_resnet18": SemiConfig(
-        name="cifar10_resnet18", dataset="cifar10", model="resnet18", width=1.0,
-        dropout_rate=0.2, fractions=selection.RESNET18_FRACTIONS, pretrain_epochs=100,
-        retrain_epochs=100, batch_size=128, eval_batch_size=1000, learning_rate=1e-4,
-        num_train_scored=10000, checkpoint_every=2000, worker_count=4),
-    # Tests: digits, a tiny model, 1 + 2 epochs; compiles in seconds.
-    "smoke": SemiConfig(
-        name="smoke", dataset="digits", model="small_cnn", width=0.125, num_train=320,
-        fractions=(0.5,), pretrain_epochs=1, retrain_epochs=2, batch_size=32,
-        eval_batch_size=128, learning_rate=3e-3, num_train_scored=64, log_every=4,
-        checkpoint_every=100),
-}
+from hpjax.core.errors import ConfigError
+from hpjax.data import pipeline
+from hpjax.data.base import ArraySource, get_batch
+from hpjax.data.sources import NEEDS_PATH, open_source
+from hpjax.image_score import selection
+from hpjax.image_score.config import SemiConfig, class_fractions
+from hpjax.image_score.reference import Reference, ReferenceAccumulator
+from hpjax.image_score.scoring import SIMILARITIES, score_taps
 
 
 @dataclasses.dataclass(frozen=True)
 class PhaseConfig(training.LoopSettings):
-  """What :func:`hpjax.training.fit` reads for one phase (saved with its checkpoints):
+  """What :func:`hpjax.core.training.fit` reads for one phase (saved with its checkpoints):
   the loop settings (``seed``: data order and dropout keys of the phase), plus:"""
 
   phase: str            # "pretrain" or "epoch_XXX"
@@ -197,42 +95,6 @@ class PhaseConfig(training.LoopSettings):
 
 # ----------------------------------------------------------------------------
 # Data
-
-
-class ArraySource:
-  """An in-memory source over rows of an image array, with its own labels.
-
-  The union of the labelled set and a selection is one of these: its images are
-  rows ``index`` of the full train split (no copy of the pixels per epoch) and
-  its labels are true labels for the labelled rows, predicted ones for the rest.
-
-  Args:
-    images: uint8 ``[N_all, H, W, C]``.
-    index: int ``[N]`` rows of ``images``.
-    labels: int32 ``[N]``.
-    label_names: class names.
-  """
-
-  def __init__(self, images: np.ndarray, index: np.ndarray, labels: np.ndarray,
-               label_names: tuple[str, ...]):
-    self.images = images
-    self.index = np.asarray(index, np.int64)
-    self.labels = np.asarray(labels, np.int32)
-    if self.index.shape != self.labels.shape:
-      raise ValueError(f"ArraySource: expected index and labels of the same shape, got "
-                       f"{self.index.shape} and {self.labels.shape}")
-    self.label_names = tuple(label_names)
-    self.image_shape = tuple(images.shape[1:])
-
-  def __len__(self) -> int:
-    return int(self.index.size)
-
-  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-    return {"image": self.images[self.index[i]], "label": np.int32(self.labels[i])}
-
-  def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    indices = np.asarray(indices, np.int64)
-    return {"image": self.images[self.index[indices]], "label": self.labels[indices]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +123,15 @@ class SemiData:
   def num_classes(self) -> int:
     return len(self.label_names)
 
+  def train_source(self, rows: np.ndarray, labels: np.ndarray | None = None) -> ArraySource:
+    """Rows of the train split as a source (no copy of the pixels); true labels by default."""
+    return ArraySource(self.train_images, rows,
+                       self.train_labels[rows] if labels is None else labels, self.label_names)
+
+  def test_source(self) -> ArraySource:
+    return ArraySource(self.test_images, np.arange(self.test_labels.size), self.test_labels,
+                       self.label_names)
+
 
 def split_indices(num_examples: int, labelled_fraction: float, seed: int,
                   num_train: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -272,20 +143,21 @@ def split_indices(num_examples: int, labelled_fraction: float, seed: int,
 
   Returns:
     ``(labelled [N_l], additional [N_a])``, each sorted ascending.
+
+  References:
+    docs/papers.md §B4.
   """
   n = num_examples if num_train is None else min(num_train, num_examples)
   order = np.random.default_rng(seed).permutation(num_examples)[:n]
   k = int(round(labelled_fraction * n))
   if k < 1 or k >= n:
     raise ConfigError(f"labelled_fraction {labelled_fraction} of {n} images leaves an empty "
-                     "labelled or additional set")
+                      "labelled or additional set")
   return np.sort(order[:k]), np.sort(order[k:])
 
 
 def load_data(config: SemiConfig) -> SemiData:
   """Reads the train and test splits into memory and splits the train split."""
-  from hpjax.data.base import get_batch
-  from hpjax.data.sources import open_source
   train = open_source(config.dataset, "train", path=config.data_path)
   test = open_source(config.dataset, "test", path=config.data_path)
   tr = get_batch(train, np.arange(len(train)))
@@ -331,8 +203,8 @@ def _forward(apply_fn, variables, images):
 def _score_all(reference, taps, logits):
   """Predictions, softmax confidence, and scores ``[3, B]`` under every similarity."""
   pred = jnp.argmax(logits, -1).astype(jnp.int32)
-  scores = jnp.stack([scoring.score_taps(reference, taps, logits, pred, similarity=s)
-                      for s in scoring.SIMILARITIES])
+  scores = jnp.stack([score_taps(reference, taps, logits, pred, similarity=s)
+                      for s in SIMILARITIES])
   return pred, selection.softmax_confidence(logits), scores
 
 
@@ -341,71 +213,71 @@ def _predict(logits):
   return jnp.argmax(logits, -1).astype(jnp.int32), selection.softmax_confidence(logits)
 
 
-def _batches(images: np.ndarray, batch_size: int):
-  """Fixed-size batches (the last one zero-padded, so one compile) and their valid rows."""
-  n = images.shape[0]
-  for start in range(0, n, batch_size):
-    chunk = images[start:start + batch_size]
-    valid = chunk.shape[0]
-    if valid < batch_size:
-      pad = np.zeros((batch_size - valid,) + chunk.shape[1:], chunk.dtype)
-      chunk = np.concatenate([chunk, pad])
-    yield chunk, valid
-
-
-def fit_labelled_reference(apply_fn, variables, images: np.ndarray, labels: np.ndarray,
-                           num_classes: int, batch_size: int) -> scoring.Reference:
-  """Streams the labelled images through the model into per-class references (SPEC B2).
+def fit_labelled_reference(apply_fn, variables, source: ArraySource, num_classes: int,
+                           batch_size: int) -> Reference:
+  """Streams the labelled images through the model into per-class references.
 
   Args:
     apply_fn: ``model.apply``.
     variables: the model's variables.
-    images: uint8 ``[N, H, W, C]``.
-    labels: int ``[N]`` true classes.
+    source: the labelled images, uint8 ``[N, H, W, C]``, with their true classes.
     num_classes: C.
     batch_size: images per forward pass.
 
   Returns:
-    The :class:`~hpjax.image_score.Reference`; a class without labelled images
-    gets an empty mask (its images score NaN and are never selected).
+    The :class:`~hpjax.image_score.reference.Reference`; a class without labelled
+    images gets an empty mask (its images score NaN and are never selected).
+
+  References:
+    docs/papers.md §B2.
   """
   acc, state = None, None
-  for start, (chunk, valid) in zip(range(0, images.shape[0], batch_size),
-                                   _batches(images, batch_size)):
-    _, taps = _forward(apply_fn, variables, chunk)
+  for batch in pipeline.eval_batches(source, global_batch_size=batch_size):
+    _, taps = _forward(apply_fn, variables, batch["image"])
     if acc is None:
-      acc = scoring.ReferenceAccumulator.for_taps(taps, num_classes)
+      acc = ReferenceAccumulator.for_taps(taps, num_classes)
       state = acc.init()
-    lab = np.full((batch_size,), -1, np.int32)  # -1: padding rows are skipped
-    lab[:valid] = labels[start:start + valid]
-    state = acc.update(state, taps, lab)
+    # -1: the padding rows are skipped.
+    labels = np.where(batch["valid"], batch["label"], -1).astype(np.int32)
+    state = acc.update(state, taps, labels)
   return acc.finalize(state, allow_empty_classes=True)
 
 
-def predict_and_score(apply_fn, variables, images: np.ndarray, batch_size: int,
-                      reference: scoring.Reference | None) -> dict[str, np.ndarray]:
-  """Predictions, softmax confidence and (with a reference) image scores of ``images``.
+def predict_and_score(apply_fn, variables, source: ArraySource, batch_size: int,
+                      reference: Reference | None, *, limit: int | None = None
+                      ) -> dict[str, np.ndarray]:
+  """Predictions, softmax confidence and (with a reference) image scores of a source's images.
 
   The taps pass from the forward program to the scoring program as device
   buffers and are dropped once scored (the fused scorer's two-program form,
-  here with all three similarities from one forward pass).
+  here with all three similarities from one forward pass). Only the images are
+  read, never the labels.
+
+  Args:
+    apply_fn: ``model.apply``.
+    variables: the model's variables.
+    source: the images, uint8 ``[N, H, W, C]``.
+    batch_size: images per forward pass.
+    reference: the class references, or None (no scores).
+    limit: only the first ``limit`` images (None: all).
 
   Returns:
     ``{"pred": int32 [N], "conf": float32 [N], "scores": float32 [3, N]}``,
-    scores in the order of :data:`hpjax.image_score.SIMILARITIES` (NaN without a
-    reference).
+    scores in the order of :data:`hpjax.image_score.scoring.SIMILARITIES` (NaN
+    without a reference).
   """
   preds, confs, scores = [], [], []
-  for chunk, valid in _batches(images, batch_size):
-    logits, taps = _forward(apply_fn, variables, chunk)
+  for batch in pipeline.eval_batches(source, global_batch_size=batch_size, limit=limit):
+    valid = batch["valid"]
+    logits, taps = _forward(apply_fn, variables, batch["image"])
     if reference is None:
       p, c = _predict(logits)
-      s = np.full((len(scoring.SIMILARITIES), batch_size), np.nan, np.float32)
+      s = np.full((len(SIMILARITIES), batch_size), np.nan, np.float32)
     else:
       p, c, s = _score_all(reference, taps, logits)
-    preds.append(np.asarray(p)[:valid])
-    confs.append(np.asarray(c)[:valid])
-    scores.append(np.asarray(s)[:, :valid])
+    preds.append(np.asarray(p)[valid])
+    confs.append(np.asarray(c)[valid])
+    scores.append(np.asarray(s)[:, valid])
   return {"pred": np.concatenate(preds), "conf": np.concatenate(confs),
           "scores": np.concatenate(scores, axis=1)}
 
@@ -422,20 +294,20 @@ def analyse(state: training.TrainState, data: SemiData, config: SemiConfig, *,
   """
   apply_fn, variables = state.apply_fn, state.variables
   b = config.eval_batch_size
+  labelled = data.train_source(data.labelled)
   reference = None
   if with_scores:
-    reference = fit_labelled_reference(apply_fn, variables, data.train_images[data.labelled],
-                                       data.train_labels[data.labelled], data.num_classes, b)
-  add = predict_and_score(apply_fn, variables, data.train_images[data.additional], b, reference)
-  test = predict_and_score(apply_fn, variables, data.test_images, b, reference)
+    reference = fit_labelled_reference(apply_fn, variables, labelled, data.num_classes, b)
+  add = predict_and_score(apply_fn, variables, data.train_source(data.additional), b, reference)
+  test = predict_and_score(apply_fn, variables, data.test_source(), b, reference)
   out = {"add_pred": add["pred"], "add_conf": add["conf"], "add_scores": add["scores"],
          "test_pred": test["pred"], "test_conf": test["conf"], "test_scores": test["scores"],
          "test_labels": data.test_labels}
   if with_train and reference is not None and config.num_train_scored > 0:
-    rows = data.labelled[:config.num_train_scored]
-    tr = predict_and_score(apply_fn, variables, data.train_images[rows], b, reference)
+    tr = predict_and_score(apply_fn, variables, labelled, b, reference,
+                           limit=config.num_train_scored)
     out.update(train_pred=tr["pred"], train_conf=tr["conf"], train_scores=tr["scores"],
-               train_labels=data.train_labels[rows])
+               train_labels=data.train_labels[data.labelled[:config.num_train_scored]])
   return out
 
 
@@ -443,26 +315,13 @@ def analyse(state: training.TrainState, data: SemiData, config: SemiConfig, *,
 # Selection and records
 
 
-def class_fractions(config: SemiConfig, num_classes: int) -> np.ndarray:
-  """α per class ``[C]``; ``mode="per_class"`` zeroes every class but ``target_class``."""
-  a = np.asarray(config.fractions, np.float64)
-  if a.size == 1:
-    a = np.full((num_classes,), float(a[0]))
-  if a.size != num_classes:
-    raise ConfigError(f"config field fractions: expected 1 or {num_classes} values, got {a.size}")
-  if config.mode == "per_class":
-    if config.target_class >= num_classes:
-      raise ConfigError(f"config field target_class must be < {num_classes}, got "
-                       f"{config.target_class}")
-    keep = np.zeros_like(a)
-    keep[config.target_class] = a[config.target_class]
-    a = keep
-  return a
-
-
 def select(config: SemiConfig, analysis: dict[str, np.ndarray], num_classes: int,
            epoch: int) -> np.ndarray:
-  """The epoch's selection: ``[N_a]`` bool over the additional set (SPEC B4)."""
+  """The epoch's selection: ``[N_a]`` bool over the additional set.
+
+  References:
+    docs/papers.md §B4.
+  """
   pred = analysis["add_pred"]
   alphas = class_fractions(config, num_classes)
   if config.method == "baseline":
@@ -472,7 +331,7 @@ def select(config: SemiConfig, analysis: dict[str, np.ndarray], num_classes: int
     return selection.select_random(pred, alphas, key, num_classes)
   if config.method == "softmax":
     return selection.select_per_class(analysis["add_conf"], pred, alphas, num_classes)
-  s = analysis["add_scores"][scoring.SIMILARITIES.index(config.similarity)]
+  s = analysis["add_scores"][SIMILARITIES.index(config.similarity)]
   return selection.select_per_class(s, pred, alphas, num_classes)
 
 
@@ -552,21 +411,8 @@ def epoch_record(epoch: int, analysis: dict[str, np.ndarray], data: SemiData,
 # The loop
 
 
-def write_npz_atomic(path: str, **arrays: Any) -> None:
-  """``np.savez`` via a temp file + rename (a resumed run never reads half a file)."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    np.savez(f, **arrays)
-  os.replace(tmp, path)
-
-
-def _write_json_atomic(path: str, obj: Any) -> None:
-  from hpjax.core.io import write_text
-  write_text(path, json.dumps(obj, indent=1))
-
-
-def _load_npz(path: str) -> dict[str, np.ndarray]:
+def load_npz(path: str) -> dict[str, np.ndarray]:
+  """Every array of an ``.npz`` file, read into memory (the file is closed)."""
   with np.load(path) as z:
     return {k: z[k] for k in z.files}
 
@@ -616,10 +462,10 @@ def _check_config(config: SemiConfig, workdir: str) -> None:
       saved = json.load(f)
     if saved != current:
       diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-      raise ConfigError(f"--workdir {workdir} holds a run with a different config (fields "
-                       f"{', '.join(diff)}); use a new workdir or the same settings")
+      raise ConfigError(f"workdir {workdir} holds a run with a different config (fields "
+                        f"{', '.join(diff)}); use a new workdir or the same settings")
   else:
-    _write_json_atomic(path, current)
+    io.write_json(path, current)
 
 
 def read_run_config(workdir: str) -> SemiConfig:
@@ -640,14 +486,13 @@ def _write_metrics(workdir: str) -> list[dict[str, Any]]:
       with open(os.path.join(rdir, name)) as f:
         records.append(json.load(f))
   lines = [json.dumps({"step": r["epoch"], "kind": "semi", **r}) for r in records]
-  from hpjax.core.io import write_text
-  write_text(os.path.join(workdir, "metrics.jsonl"), "".join(l + "\n" for l in lines))
+  io.write_text(os.path.join(workdir, "metrics.jsonl"), "".join(l + "\n" for l in lines))
   return records
 
 
 def train(config: SemiConfig, workdir: str, *, progress: bool = True,
           max_epochs: int | None = None) -> dict[str, Any]:
-  """Runs (or resumes) the semi-supervised loop of SPEC B4 in ``workdir``.
+  """Runs (or resumes) the semi-supervised loop of docs/papers.md §B4 in ``workdir``.
 
   Args:
     config: the run.
@@ -658,23 +503,25 @@ def train(config: SemiConfig, workdir: str, *, progress: bool = True,
 
   Returns:
     The last "semi" record written.
+
+  References:
+    docs/papers.md §B4.
   """
   if config.pretrain_epochs < 1:
     raise ConfigError("config field pretrain_epochs must be >= 1 (the loop labels the "
-                     "additional set with the pre-trained model)")
-  if config.dataset in _NEEDS_PATH and not config.data_path:
-    raise ConfigError(f"dataset {config.dataset!r} needs its files: pass --set data_path=DIR")
+                      "additional set with the pre-trained model)")
+  if config.dataset in NEEDS_PATH and not config.data_path:
+    raise ConfigError(f"config field data_path: dataset {config.dataset!r} needs the path of "
+                      "its files, got none")
   data = load_data(config)
-  # Validated before the workdir is written, so a corrected re-run is not refused.
-  if config.mode == "per_class" and config.target_class >= data.num_classes:
-    raise ConfigError(f"--target-class {config.target_class}: {config.dataset} has "
-                     f"{data.num_classes} classes")
+  # Fractions and target class checked before the workdir is written, so a corrected
+  # re-run is not refused.
   class_fractions(config, data.num_classes)
   os.makedirs(workdir, exist_ok=True)
   _check_config(config, workdir)
   split_path = os.path.join(workdir, "split.npz")
   if not os.path.exists(split_path):
-    write_npz_atomic(split_path, labelled=data.labelled, additional=data.additional)
+    io.write_npz(split_path, labelled=data.labelled, additional=data.additional)
 
   model = build_model(config, data.num_classes)
   template = training.create_train_state(model, optax.adam(config.learning_rate),
@@ -687,8 +534,7 @@ def train(config: SemiConfig, workdir: str, *, progress: bool = True,
 
   # Pre-training (shared through the cache when set).
   pdir = pretrain_dir(config, workdir)
-  labelled_src = ArraySource(data.train_images, data.labelled, data.train_labels[data.labelled],
-                             data.label_names)
+  labelled_src = data.train_source(data.labelled)
   analysis_path = os.path.join(pdir, "analysis.npz")
   if not os.path.exists(analysis_path):
     t0 = time.perf_counter()
@@ -698,15 +544,15 @@ def train(config: SemiConfig, workdir: str, *, progress: bool = True,
                          progress=progress)
     t1 = time.perf_counter()
     analysis = analyse(state, data, config, with_scores=True, with_train=True)
-    write_npz_atomic(analysis_path, **analysis)
-    _write_json_atomic(os.path.join(pdir, "seconds.json"),
-                       {"train": t1 - t0, "analyse": time.perf_counter() - t1})
-  pretrain_analysis = _load_npz(analysis_path)
+    io.write_npz(analysis_path, **analysis)
+    io.write_json(os.path.join(pdir, "seconds.json"),
+                  {"train": t1 - t0, "analyse": time.perf_counter() - t1})
+  pretrain_analysis = load_npz(analysis_path)
   if not os.path.exists(record_path(workdir, 0)):
     with open(os.path.join(pdir, "seconds.json")) as f:
       seconds = json.load(f)
-    _write_json_atomic(record_path(workdir, 0),
-                       epoch_record(0, pretrain_analysis, data, None, seconds))
+    io.write_json(record_path(workdir, 0),
+                  epoch_record(0, pretrain_analysis, data, None, seconds))
 
   prev_dir, analysis = pdir, pretrain_analysis
   last = config.retrain_epochs if max_epochs is None else min(max_epochs, config.retrain_epochs)
@@ -718,19 +564,17 @@ def train(config: SemiConfig, workdir: str, *, progress: bool = True,
       analysis = None  # loaded only if a later epoch needs it
       continue
     if analysis is None:
-      analysis = _load_npz(os.path.join(prev_dir, "analysis.npz"))
+      analysis = load_npz(os.path.join(prev_dir, "analysis.npz"))
     t0 = time.perf_counter()
     sel_path = os.path.join(edir, "selection.npz")
     if not os.path.exists(sel_path):
       mask = select(config, analysis, data.num_classes, epoch)
       index = np.flatnonzero(mask)
-      write_npz_atomic(sel_path, index=index, pseudo=analysis["add_pred"][index].astype(np.int32))
-    selected = _load_npz(sel_path)
-    union = ArraySource(
-        data.train_images,
+      io.write_npz(sel_path, index=index, pseudo=analysis["add_pred"][index].astype(np.int32))
+    selected = load_npz(sel_path)
+    union = data.train_source(
         np.concatenate([data.labelled, data.additional[selected["index"]]]),
-        np.concatenate([data.train_labels[data.labelled], selected["pseudo"]]),
-        data.label_names)
+        np.concatenate([data.train_labels[data.labelled], selected["pseudo"]]))
     t1 = time.perf_counter()
     state = training.fit(edir, config=_phase_config(config, f"epoch_{epoch:03d}", len(union), 1,
                                                     config.seed + 1000 * epoch),
@@ -740,9 +584,9 @@ def train(config: SemiConfig, workdir: str, *, progress: bool = True,
     final = epoch == config.retrain_epochs
     analysis = analyse(state, data, config,
                        with_scores=config.method == "image_score" or final, with_train=final)
-    write_npz_atomic(os.path.join(edir, "analysis.npz"), **analysis)
+    io.write_npz(os.path.join(edir, "analysis.npz"), **analysis)
     t3 = time.perf_counter()
-    _write_json_atomic(record_path(workdir, epoch), epoch_record(
+    io.write_json(record_path(workdir, epoch), epoch_record(
         epoch, analysis, data, selected, {"select": t1 - t0, "train": t2 - t1,
                                           "analyse": t3 - t2}))
     _write_metrics(workdir)  # so partial runs can be inspected while they train
@@ -751,12 +595,12 @@ def train(config: SemiConfig, workdir: str, *, progress: bool = True,
 
   if last == config.retrain_epochs and not os.path.exists(os.path.join(workdir, "scores.npz")):
     final_dir = phase_dir(workdir, last) if last else pdir
-    fin = _load_npz(os.path.join(final_dir, "analysis.npz"))
+    fin = load_npz(os.path.join(final_dir, "analysis.npz"))
     arrays = {f"pretrain_{k}": v for k, v in pretrain_analysis.items()
               if k.startswith(("train_", "test_"))}
     arrays.update({f"final_{k}": v for k, v in fin.items() if k.startswith(("train_", "test_"))})
-    write_npz_atomic(os.path.join(workdir, "scores.npz"),
-                     similarities=np.asarray(scoring.SIMILARITIES), **arrays)
+    io.write_npz(os.path.join(workdir, "scores.npz"),
+                 similarities=np.asarray(SIMILARITIES), **arrays)
   return records[-1]
 
 
@@ -775,6 +619,5 @@ def load_final_state(workdir: str) -> tuple[SemiConfig, training.TrainState]:
 
 
 def _data_meta(config: SemiConfig) -> tuple[tuple[int, ...], int]:
-  from hpjax.data.sources import open_source
   src = open_source(config.dataset, "test", path=config.data_path)
   return tuple(src.image_shape), len(src.label_names)

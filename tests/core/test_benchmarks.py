@@ -81,16 +81,16 @@ def test_quick_run_writes_valid_results(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("model", ["hpnet", "baseline"])
-@pytest.mark.parametrize("head_chunk", [0, 1])
-def test_torch_twin_equals_jax_logits(model, head_chunk):
+@pytest.mark.parametrize("stream_heads", [False, True])
+def test_torch_twin_equals_jax_logits(model, stream_heads):
   torch = pytest.importorskip("torch")
   from benchmarks import torch_hpnet
 
-  if model == "baseline" and head_chunk:
+  if model == "baseline" and stream_heads:
     pytest.skip("the baseline has no heads")
   x = np.random.default_rng(0).uniform(size=(3, 9, 9, 2)).astype(np.float32)
   if model == "hpnet":
-    jm, tm = HPNet(5, (4, 6), (1, 2), head_chunk), torch_hpnet.TorchHPNet(2, 5, (4, 6), (1, 2))
+    jm, tm = HPNet(5, (4, 6), (1, 2), stream_heads), torch_hpnet.TorchHPNet(2, 5, (4, 6), (1, 2))
   else:
     jm, tm = BaselineNet(5, (4, 6), (1, 2)), torch_hpnet.TorchBaselineNet(2, 5, (4, 6), (1, 2))
   v = jm.init(jax.random.key(0), x)
@@ -115,9 +115,9 @@ def test_torch_twin_equals_jax_logits(model, head_chunk):
 
 @pytest.mark.parametrize("shape,rows", [((3, 8, 8, 4), 24), ((5, 3, 3, 4), 32), ((2, 7, 7, 4), 16)])
 def test_streamed_heads_equal_reference_with_traced_transform(shape, rows):
-  """The heads' custom VJP (benchmarks' hot path, hpjax.models.hpnet.streamed_heads):
+  """The heads' custom VJP (benchmarks' hot path, hpjax.hpnet.heads.streamed_heads):
   values and gradients, the transform's (n, β) included, against plain autodiff."""
-  from hpjax.hpnet.model import head_logits, streamed_heads
+  from hpjax.hpnet.heads import head_logits, streamed_heads
 
   k = 3
   keys = jax.random.split(jax.random.key(0), 5)

@@ -1,6 +1,8 @@
-"""Bootstrap test of a difference in means (paper B, Tables 1–2; SPEC B5)."""
+"""Bootstrap and sign-flip tests of a difference in means (paper B, Tables 1–2; docs/papers.md §B5);
+paper A's streamed moments, correlations and Spearman's ρ."""
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
@@ -81,3 +83,41 @@ def test_bad_arguments():
     stats.bootstrap_pvalue([1.0, 2.0], [1.0, 2.0, 3.0], paired=True)
   with pytest.raises(ValueError, match="finite"):
     stats.bootstrap_ci([1.0, np.nan])
+
+
+def test_sign_flip_pvalue_is_exact():
+  # 3 positive differences: only the all-plus pattern reaches the mean -> 1/8.
+  assert stats.sign_flip_pvalue([1.0, 2.0, 3.0]) == 0.125
+  # [3, -1]: patterns (+,+) 1, (+,-) 2, (-,+) -2, (-,-) -1 vs observed 1 -> 2/4.
+  assert stats.sign_flip_pvalue([3.0, -1.0]) == 0.5
+  assert stats.sign_flip_pvalue([-1.0, -1.0]) == 1.0
+
+
+def test_streamed_moments_match_numpy_with_offset_and_padding():
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(1000, 3))
+  # Large common offsets and correlated channels: naive float32 sums of squares fail here.
+  x = (1e3 + z @ np.array([[1.0, 0.8, 0.0], [0.0, 0.6, 0.0], [0.0, 0.0, 2.0]])).astype(np.float32)
+  m = stats.moments_init(3)
+  for start in range(0, 1000, 96):  # ragged last chunk, padded with garbage of weight 0
+    chunk = np.full((96, 3), 7e3, np.float32)
+    part = x[start:start + 96]
+    chunk[:len(part)] = part
+    w = (np.arange(96) < len(part)).astype(np.float32)
+    m = stats.moments_update(m, jnp.asarray(chunk), jnp.asarray(w))
+  assert float(m.count) == 1000
+  np.testing.assert_allclose(m.mean, x.astype(np.float64).mean(0), rtol=1e-6)
+  want = np.corrcoef(x.astype(np.float64), rowvar=False)
+  np.testing.assert_allclose(stats.correlation_from_covariance(m.m2), want, atol=1e-4)
+  np.testing.assert_allclose(want[0, 1], 0.8, atol=0.05)  # the data really are correlated
+
+
+def test_correlation_of_dead_channel_is_zero():
+  cov = np.array([[4.0, 0.0, 2.0], [0.0, 0.0, 0.0], [2.0, 0.0, 1.0]])
+  corr = stats.correlation_from_covariance(cov)
+  np.testing.assert_allclose(corr, [[1, 0, 1], [0, 1, 0], [1, 0, 1]], atol=1e-12)
+
+
+def test_spearman_undefined_for_constant_input():
+  assert stats.spearman(np.zeros(5), np.arange(5)) is None
+  assert stats.spearman([1, 2, 3, 4], [10, 20, 30, 45]) == pytest.approx(1.0)

@@ -20,7 +20,7 @@ from hpjax.core import configs, distributed, training
 from hpjax.data.synthetic import SyntheticFaces
 from hpjax.core.errors import NonFiniteLossError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = ATTRIBUTE_PRESETS["smoke"]
 
 

@@ -5,7 +5,6 @@ import pytest
 
 from hpjax.hpnet.losses import attribute_accuracy, attribute_loss
 from hpjax.hpnet.model import BaselineNet, HPNet
-from hpjax.hpnet.model import head_logits
 
 K, C = 5, 6
 FEAT = (4, C)
@@ -15,7 +14,7 @@ DIL = (1, 2)
 @pytest.fixture(scope="module")
 def setup():
   x = jax.random.uniform(jax.random.key(1), (7, 9, 9, 3))
-  model = HPNet(K, FEAT, DIL, head_chunk=0)
+  model = HPNet(K, FEAT, DIL, stream_heads=False)
   variables = model.init(jax.random.key(0), x)
   return model, variables, x
 
@@ -39,17 +38,17 @@ def test_vectorised_heads_equal_per_attribute_loop(setup):
 
 def test_chunked_heads_equal_whole_batch_values_and_gradients(setup):
   _, variables, x = setup
-  chunked = HPNet(K, FEAT, DIL, head_chunk=3)  # 7 images: two full chunks + a padded one
+  chunked = HPNet(K, FEAT, DIL)  # streamed by default; 7 images: chunks of 3 + a padded one
 
   def loss(params, model):
     logits, aux = model.apply({**variables, "params": params}, x, n=2.0, beta=0.1)
     return jnp.sum(jnp.sin(logits)) + 1e-3 * jnp.sum(aux["mask_l1"])
 
-  whole = HPNet(K, FEAT, DIL, head_chunk=0)
+  whole = HPNet(K, FEAT, DIL, stream_heads=False)
   v1, g1 = jax.value_and_grad(loss)(variables["params"], whole)
   # Default rows: 9×9 = 81 positions < 256, so chunks of whole images (7 = 3 + 3 + padded);
   # 16 rows: each image split into 9 blocks of 9 positions.
-  for streamed in (chunked, HPNet(K, FEAT, DIL, head_chunk=1, head_stream_rows=16)):
+  for streamed in (chunked, HPNet(K, FEAT, DIL, head_stream_rows=16)):
     v2, g2 = jax.value_and_grad(loss)(variables["params"], streamed)
     np.testing.assert_allclose(v1, v2, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g1, g2)
@@ -65,15 +64,15 @@ def test_bfloat16_head_matmuls_close_to_float32(setup):
     return jnp.sum(jnp.sin(logits)) + 1e-3 * jnp.sum(aux["mask_l1"]), logits
 
   grad = jax.grad(loss, has_aux=True)
-  g32, l32 = grad(variables["params"], HPNet(K, FEAT, DIL, head_chunk=1))
-  for chunk in (0, 1):
+  g32, l32 = grad(variables["params"], HPNet(K, FEAT, DIL))
+  for stream in (False, True):
     g16, l16 = grad(variables["params"],
-                    HPNet(K, FEAT, DIL, head_chunk=chunk, head_matmul_dtype="bfloat16"))
+                    HPNet(K, FEAT, DIL, stream_heads=stream, head_matmul_dtype="bfloat16"))
     err = float(jnp.max(jnp.abs(l16 - l32)) / jnp.max(jnp.abs(l32)))
-    assert 1e-6 < err < 1e-2, (chunk, err)
+    assert 1e-6 < err < 1e-2, (stream, err)
     for a, b in zip(jax.tree.leaves(g16["heads"]), jax.tree.leaves(g32["heads"])):
       rel = float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
-      assert rel < 2e-2, (chunk, rel)
+      assert rel < 2e-2, (stream, rel)
 
 
 def test_transform_at_apply_time_and_identity(setup):

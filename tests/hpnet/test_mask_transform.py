@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hpjax import mask_transform
+from hpjax.hpnet.transform import tone_curve
 
 M = np.array([0.0, 0.25, 0.5, 0.75, 1.0], np.float32)
 
@@ -49,3 +50,17 @@ def test_traced_parameters_vmap_and_grad():
   g = jax.grad(lambda v: mask_transform(v, n=2.0))
   assert float(g(0.25)) == pytest.approx(1.0, abs=1e-6)
   assert np.isfinite(float(g(0.0))) and np.isfinite(float(g(1.0)))
+
+
+def test_equals_the_power_form_of_eq_12():
+  """g is computed as e^{n log u} (one log shared by a grid of n); it must equal the
+  paper's power form h = ½(2M)^n below ½ and 1 − ½(2 − 2M)^n above, evaluated in float64."""
+  m = jnp.array([0.0, 1e-7, 0.1, 0.25, 0.4999, 0.5, 0.5001, 0.75, 0.9, 1.0 - 1e-7, 1.0],
+                jnp.float32)
+  m64 = np.asarray(m, np.float64)  # the float32 inputs themselves
+  for n in (0.5, 1.0, 2.0, 3.7):
+    h = np.where(m64 < 0.5, 0.5 * (2 * m64) ** n, 1.0 - 0.5 * (2.0 - 2.0 * m64) ** n)
+    np.testing.assert_allclose(tone_curve(m, n), h, atol=2e-6)
+    for beta in (0.0, 0.3):
+      np.testing.assert_allclose(mask_transform(m, n=n, beta=beta), (1 + beta) * h - beta,
+                                 atol=3e-6)

@@ -1,4 +1,4 @@
-"""Per-class selection (paper B, SPEC B4): counts, rounding, ties, NaN, presets."""
+"""Per-class selection (paper B, docs/papers.md §B4): counts, rounding, ties, NaN, presets."""
 from __future__ import annotations
 
 import jax

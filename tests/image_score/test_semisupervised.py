@@ -1,5 +1,5 @@
-"""Semi-supervised loop and its statistics (paper B, SPEC B4–B5): split, selection counts,
-pseudo-label precision, resume equality, assembly, tables, and both entry points on digits."""
+"""Semi-supervised loop (paper B, docs/papers.md §B4): split, selection counts, pseudo-label
+precision, resume equality, and both entry points on digits."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from hpjax.image_score import semisupervised as semi
-from hpjax.image_score import tables as sstats
+from hpjax.image_score.config import SEMI_PRESETS
 
-SMOKE = semi.SEMI_PRESETS["smoke"]
+SMOKE = SEMI_PRESETS["smoke"]
 
 
 # ----------------------------------------------------------------------------
@@ -65,89 +65,6 @@ def test_select_methods_counts_and_per_class_mode():
   mask = semi.select(per, analysis, 3, epoch=1)
   np.testing.assert_array_equal(np.bincount(pred[mask], minlength=3), [0, 2, 0])
   assert not semi.select(dataclasses.replace(cfg, method="baseline"), analysis, 3, 1).any()
-
-
-def test_assemble_known_answer():
-  #                  img: 0   1   2   3   4
-  preds = np.array([[0, 0, 1, 0, 2],    # M_0 claims 0, 1, 3
-                    [1, 1, 1, 0, 2],    # M_1 claims 0, 1, 2
-                    [2, 0, 2, 2, 1]])   # M_2 claims 0, 2, 3
-  scores = np.array([[-1.0, -5.0, 0.0, -2.0, 0.0],
-                     [-3.0, -1.0, -4.0, 0.0, 0.0],
-                     [-1.0, 0.0, np.nan, -2.0, 0.0]])
-  fallback = np.array([9, 9, 9, 9, 7])
-  labels, by = sstats.assemble(preds, scores, [0, 1, 2], fallback)
-  # img 0: M_0 and M_2 tie at -1 -> the lower k (0); img 1: M_1 (-1 > -5);
-  # img 2: M_1 (-4) beats M_2's NaN claim; img 3: tie -2 -> M_0; img 4: nobody -> 7.
-  assert labels.tolist() == [0, 1, 1, 0, 7]
-  assert by.tolist() == [0, 1, 1, 0, -1]
-
-
-def test_sign_flip_pvalue_is_exact():
-  # 3 positive differences: only the all-plus pattern reaches the mean -> 1/8.
-  assert sstats.sign_flip_pvalue([1.0, 2.0, 3.0]) == 0.125
-  # [3, -1]: patterns (+,+) 1, (+,-) 2, (-,+) -2, (-,-) -1 vs observed 1 -> 2/4.
-  assert sstats.sign_flip_pvalue([3.0, -1.0]) == 0.5
-  assert sstats.sign_flip_pvalue([-1.0, -1.0]) == 1.0
-
-
-def test_score_intervals_and_auroc():
-  edges = np.array([-np.inf, -2.0, -1.0, 0.0])
-  scores = np.array([-3.0, -1.5, -1.2, -0.5, -0.1, -1.0, np.nan])
-  correct = np.array([False, False, True, True, True, True, False])
-  out = sstats.score_intervals(scores, correct, edges)
-  # (-inf,-2]: 1 wrong; (-2,-1]: -1.5 wrong, -1.2 right, -1.0 right; (-1,0]: 2 right.
-  assert out["count"] == [1, 3, 2]
-  np.testing.assert_allclose(out["share"], [1 / 6, 3 / 6, 2 / 6])
-  assert out["accuracy"][0] == 0.0 and out["accuracy"][1] == pytest.approx(2 / 3)
-  assert out["accuracy"][2] == 1.0
-  assert sstats.auroc([0.1, 0.2, 0.3, 0.4], [False, False, True, True]) == 1.0
-  assert sstats.auroc([0.1, 0.1], [False, True]) == 0.5
-
-
-# ----------------------------------------------------------------------------
-# Tables on synthetic workdirs
-
-
-def _fake_run(root, name, method, seed, accs, mode="all", target=0):
-  """A workdir with config.json and 'semi' records; accs [epochs + 1, C] in [0, 1]."""
-  w = os.path.join(root, name)
-  os.makedirs(w)
-  cfg = dataclasses.replace(SMOKE, method=method, seed=seed, mode=mode, target_class=target)
-  with open(os.path.join(w, "config.json"), "w") as f:
-    json.dump(dataclasses.asdict(cfg), f)
-  with open(os.path.join(w, "metrics.jsonl"), "w") as f:
-    for e, a in enumerate(accs):
-      f.write(json.dumps({"step": e, "kind": "semi", "epoch": e, "test_accuracy": float(a.mean()),
-                          "test_accuracy_per_class": a.tolist(),
-                          "seconds": {"train": 1.0}}) + "\n")
-  return w
-
-
-def test_tables_on_synthetic_records_find_a_known_difference(tmp_path):
-  rng = np.random.default_rng(0)
-  dirs = []
-  for seed in range(4):
-    base = 0.80 + 0.002 * rng.standard_normal((5, 2))
-    is_ = base.copy()
-    is_[1:, 0] += 0.05                    # class 0 gains 5 points in every re-training epoch
-    sm = base + 0.002 * rng.standard_normal((5, 2))
-    dirs += [_fake_run(tmp_path, f"b{seed}", "baseline", seed, base),
-             _fake_run(tmp_path, f"i{seed}", "image_score", seed, is_),
-             _fake_run(tmp_path, f"s{seed}", "softmax", seed, sm)]
-  runs = sstats.load_runs(dirs)
-  for sample in ("seed", "seed_mean", "epoch"):
-    t = sstats.comparison_table(runs, sample=sample, num_resamples=2000)
-    rows = {r["class"]: r for r in t["rows"]}
-    assert rows[0]["diff_image_score"] == pytest.approx(5.0, abs=0.01)
-    assert rows[0]["p_image_score"] < 0.05
-    assert abs(rows[1]["diff_image_score"]) < 1e-9 and rows[1]["p_image_score"] > 0.3
-    assert rows[0]["p_softmax"] > 0.05
-    assert rows[0]["n_image_score"] == 4  # 4 seeds, or the 4 re-training epochs of seed 0
-    assert t["seed"] == (0 if sample == "epoch" else None)
-    assert rows["all"]["diff_image_score"] == pytest.approx(2.5, abs=0.01)
-  md = sstats.markdown_comparison(t)
-  assert "per-epoch accuracies" in md and "| 0 |" in md
 
 
 # ----------------------------------------------------------------------------
@@ -221,7 +138,7 @@ def test_entry_points_smoke(smoke_runs, tmp_path, capsys):
   # A re-run with a different config is refused with one error line.
   assert train_entry.main(["--config", "smoke", "--method", "softmax", "--workdir", w,
                            "--no-progress"] + cache) == 2
-  assert capsys.readouterr().err.startswith("error: --workdir")
+  assert capsys.readouterr().err.startswith(f"error: workdir {w} ")
   assert train_entry.main(["--config", "nope", "--workdir", w]) == 2
   out = str(tmp_path / "eval")
   assert evaluate_entry.main(["--workdirs", whole, w, "--out", out,

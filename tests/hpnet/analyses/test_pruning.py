@@ -1,14 +1,16 @@
-"""Semantic channel pruning: golden orders with ties, masking = physical removal."""
+"""Semantic channel pruning: golden orders with ties, masking = physical removal, Fig. 7 curves."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_analysis import BS, K, SMOKE, random_variables
+from hpnet_fixtures import BS, K, SMOKE, random_variables
 
-from hpjax.hpnet import analysis, experiment, pruning
 from hpjax.data.synthetic import SyntheticFaces
+from hpjax.hpnet import experiment, statistics
+from hpjax.hpnet import model as model_lib
+from hpjax.hpnet.analyses import pruning
 
 CORR = np.array([[1, .9, .5, .1], [.9, 1, .1, .1], [.5, .1, 1, .9], [.1, .1, .9, 1]])
 
@@ -81,13 +83,13 @@ def test_masking_equals_physical_pruning(models, images, kind):
   model, v = models[kind]
   order = pruning.random_orders(8, 1, seed=4)[0]
   masked_apply = jax.jit(model.apply)
-  l1 = analysis.filter_l1_norms(v)
+  l1 = model_lib.filter_l1_norms(v)
   np.testing.assert_allclose(
       l1, np.abs(v["params"]["extractor"]["conv3"]["kernel"]).sum((0, 1, 2)), rtol=1e-6)
   for k in (3, 7):
     new_v, kept = pruning.prune(v, order, k)
     assert kept.tolist() == sorted(order[k:].tolist())
-    small = pruning.pruned_model(model, len(kept))
+    small = model_lib.pruned_model(model, len(kept))
     assert small.features[-1] == 8 - k
     got = jax.jit(small.apply)(new_v, images)[0]
     want = masked_apply(v, images, channel_mask=jnp.asarray(pruning.keep_masks(order, [k])[0]))[0]
@@ -109,7 +111,7 @@ def test_pruning_zero_channels_is_the_identity(models, images, kind):
 def test_accuracy_curves_share_count_zero_and_match_model(models):
   model, v = models["hpnet"]
   src = SyntheticFaces("test", image_size=16, num_examples=24)
-  stats = analysis.collect_statistics(model.apply, v, src, batch_size=BS, limit=24)
+  stats = statistics.collect_statistics(model.apply, v, src, batch_size=BS, limit=24)
   orders = pruning.orders_for(v, stats, draws=3, seed=0)
   counts = [0, 4, 7]
   curves = pruning.accuracy_curves(model.apply, v, src, orders, counts, batch_size=BS, limit=24)
@@ -126,19 +128,6 @@ def test_accuracy_curves_share_count_zero_and_match_model(models):
   spread = pruning.random_spread(curves)
   assert spread["random_draws"] == 3 and spread["gap_counts"] == [4, 7]
   assert spread["random_std_mean"] == pytest.approx(np.mean(curves["random_std"][1:]))
-
-
-def test_any_number_of_masks_reuses_one_compilation(models):
-  model, v = models["baseline"]
-  src = SyntheticFaces("test", image_size=16, num_examples=8)
-  before = analysis._perturbation_sums._cache_size()
-  for m in (17, 40):  # both padded to whole groups of 16 masks
-    masks = np.ones((m, 8), np.float32)
-    masks[np.arange(m), np.arange(m) % 8] = 0.0
-    out = analysis.evaluate_perturbations(model.apply, v, src, channel_masks=masks,
-                                          batch_size=BS, limit=8, mask_chunk=2)
-    assert out["accuracy"].shape == (1, m, 1, 1, K)
-  assert analysis._perturbation_sums._cache_size() - before <= 1
 
 
 def _curves():

@@ -5,10 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_analysis import BS, K, SMOKE, random_variables
+from hpnet_fixtures import BS, K, SMOKE, random_variables
 
-from hpjax.hpnet import analysis, experiment, predictability
+from hpjax.core.stats import spearman
 from hpjax.data.synthetic import SyntheticFaces
+from hpjax.hpnet import experiment, perturbation, statistics
+from hpjax.hpnet import heads as heads_lib
+from hpjax.hpnet import model as model_lib
+from hpjax.hpnet.analyses import predictability
 
 N = 24
 
@@ -35,7 +39,7 @@ def _constant_mask_hpnet(seed=0):
 
 def test_exact_predictor_gives_rank_correlation_one(src):
   model, v = _constant_mask_hpnet()
-  stats = analysis.collect_statistics(model.apply, v, src, batch_size=BS, limit=N)
+  stats = statistics.collect_statistics(model.apply, v, src, batch_size=BS, limit=N)
   # Statistics and perturbations on the same images: predicted = observed.
   r = predictability.score(model.apply, v, stats, src, random_draws=6, batch_size=BS, limit=N,
                            families=("prune_one", "prune_random"))
@@ -52,7 +56,7 @@ def test_only_one_channel_matters(src):
   kernel[:, 3] = np.linspace(0.5, 2.0, K)  # every attribute reads channel 3 alone
   heads["kernel"] = kernel
   v = {**v, "params": {**v["params"], "heads": heads}}
-  stats = analysis.collect_statistics(model.apply, v, src, batch_size=BS, limit=N)
+  stats = statistics.collect_statistics(model.apply, v, src, batch_size=BS, limit=N)
   r = predictability.score(model.apply, v, stats, src, batch_size=BS, limit=N,
                            families=("prune_one",))["prune_one"]
   obs = r["observed"]
@@ -65,7 +69,7 @@ def test_only_one_channel_matters(src):
 def test_baseline_pruning_predictor_is_exact_and_transform_not_applicable(src):
   model = experiment.build_model(SMOKE, K, "baseline")
   v = random_variables(model, 2)
-  stats = analysis.collect_statistics(model.apply, v, src, batch_size=BS, limit=N)
+  stats = statistics.collect_statistics(model.apply, v, src, batch_size=BS, limit=N)
   r = predictability.score(model.apply, v, stats, src, random_draws=6, batch_size=BS, limit=N)
   np.testing.assert_allclose(r["prune_one"]["predicted"], r["prune_one"]["observed"], atol=2e-4)
   assert r["prune_one"]["spearman_logit"] > 0.999
@@ -74,17 +78,17 @@ def test_baseline_pruning_predictor_is_exact_and_transform_not_applicable(src):
 
 def test_transform_predictor_from_binned_attention(src):
   model, v = _constant_mask_hpnet(3)
-  stats = analysis.collect_statistics(model.apply, v, src, batch_size=BS, limit=N, num_bins=64)
+  stats = statistics.collect_statistics(model.apply, v, src, batch_size=BS, limit=N, num_bins=64)
   ns, betas = predictability.TRANSFORM_NS, predictability.TRANSFORM_BETAS  # n = 1 is ns[1]
   pred, _ = predictability.predict_transform(stats, v["params"], ns, betas)
-  out = analysis.evaluate_perturbations(model.apply, v, src, ns=ns, betas=betas, batch_size=BS,
-                                        limit=N)
+  out = perturbation.evaluate_perturbations(model.apply, v, src, ns=ns, betas=betas,
+                                            batch_size=BS, limit=N)
   obs = out["mean_logit"][0, 0] - out["mean_logit"][0, 0, 1, 0]  # vs (n, β) = (1, 0)
   assert np.allclose(pred[1, 0], 0.0)
   # Exact up to replacing each mask value by its bin centre.
   scale = np.abs(obs).max()
   np.testing.assert_allclose(pred, obs, atol=0.05 * scale)
-  assert predictability.spearman(pred, obs) > 0.97
+  assert spearman(pred, obs) > 0.97
 
 
 def _with_heads(v, **heads):
@@ -110,8 +114,8 @@ def test_direct_path_simulation_is_exact_when_no_mask_reads_another_channel(src,
         v, _images_float(src, 8), return_masks=True)[1]["masks"]
     assert float(np.std(masks, axis=(0, 1, 2)).mean()) > 0.02  # the masks do depend on f
   sets = predictability.random_sets(8, 9, seed=1)
-  sim = analysis.direct_path_accuracy(model.apply, v, src, sets, batch_size=BS, limit=N)
-  out = analysis.evaluate_perturbations(model.apply, v, src, channel_masks=np.concatenate(
+  sim = perturbation.direct_path_accuracy(model.apply, v, src, sets, batch_size=BS, limit=N)
+  out = perturbation.evaluate_perturbations(model.apply, v, src, channel_masks=np.concatenate(
       [np.ones((1, 8), np.float32), sets]), batch_size=BS, limit=N)
   acc = out["accuracy"][0, :, 0, 0]
   np.testing.assert_allclose(sim["base_accuracy"], acc[0], atol=1e-12)
@@ -128,7 +132,7 @@ class _OwnLabels:
   def __init__(self, source, model, v, n):
     self.batch = dict(source.get_batch(np.arange(n)))
     f = jax.jit(model.apply)(v, _images_float(source, n))[1]["features"]
-    self.batch["label"] = (np.asarray(analysis.logits_from_features(v["params"], f)) > 0
+    self.batch["label"] = (np.asarray(model_lib.logits_from_features(v["params"], f)) > 0
                            ).astype(np.int32)
 
   def __len__(self):
@@ -162,13 +166,13 @@ def _key_channel_hpnet(seed=0, n=64):
   train = SyntheticFaces("train", image_size=16, num_examples=n)
   f = jax.jit(model.apply)(v, _images_float(train, n))[1]["features"]
   ones = _with_heads(v, kernel=np.ones((K, c), np.float32))["params"]
-  t = np.asarray(analysis.logit_terms(ones, f)[0])  # GAP(M^k_c f_c) per image, [n, K, C]
+  t = np.asarray(model_lib.logit_terms(ones, f)[0])  # GAP(M^k_c f_c) per image, [n, K, C]
   key_sd = t[:, np.arange(K), key].std(0)
   w = (0.2 * rng.uniform(0.2, 1.0, (K, c)) * key_sd[:, None] / np.abs(t).mean(0)
        * rng.choice([-1.0, 1.0], (K, c)))
   w[np.arange(K), key] = 1.0 / key_sd
   v = _with_heads(v, kernel=w.astype(np.float32), bias=np.zeros(K, np.float32))
-  z = np.asarray(analysis.logits_from_features(v["params"], f))
+  z = np.asarray(model_lib.logits_from_features(v["params"], f))
   v = _with_heads(v, bias=(-np.quantile(z, 0.3, axis=0)).astype(np.float32))
   test = SyntheticFaces("test", image_size=16, num_examples=n)
   return model, v, key, _OwnLabels(train, model, v, n), _OwnLabels(test, model, v, n)
@@ -177,7 +181,7 @@ def _key_channel_hpnet(seed=0, n=64):
 def test_prune_accuracy_ranks_known_damage_with_feature_dependent_masks():
   n = 64
   model, v, key, train, test = _key_channel_hpnet(0, n)
-  stats = analysis.collect_statistics(model.apply, v, train, batch_size=BS, limit=n)
+  stats = statistics.collect_statistics(model.apply, v, train, batch_size=BS, limit=n)
   # The construction: |w| x mean mask x mean feature is largest on the key channel.
   design = np.abs(v["params"]["heads"]["kernel"]) * stats["mask_mean"] * stats["gap_abs_mean"]
   np.testing.assert_array_equal(design.argmax(1), key)
@@ -185,7 +189,7 @@ def test_prune_accuracy_ranks_known_damage_with_feature_dependent_masks():
   pred, sim = predictability.predict_pruning_accuracy(model.apply, v, train, one,
                                                       batch_size=BS, limit=n)
   assert sim["base_accuracy"].min() == 1.0 and sim["num_images"] == n
-  out = analysis.evaluate_perturbations(model.apply, v, test, channel_masks=np.concatenate(
+  out = perturbation.evaluate_perturbations(model.apply, v, test, channel_masks=np.concatenate(
       [np.ones((1, 8), np.float32), one]), batch_size=BS, limit=n)
   acc = out["accuracy"][0, :, 0, 0]
   drop = acc[0] - acc[1:]  # [C, K]
@@ -193,9 +197,9 @@ def test_prune_accuracy_ranks_known_damage_with_feature_dependent_masks():
   # (what the direct path leaves out); with mask_kernel = 0 neither would hold.
   h = v["params"]["heads"]
   f = jax.jit(model.apply)(v, _images_float(test, 8))[1]["features"]
-  m = np.asarray(analysis.head_masks(h, f))
+  m = np.asarray(heads_lib.head_masks(h, f))
   assert m.std(axis=(0, 1, 2)).mean() > 0.02
-  moved = np.abs(np.asarray(analysis.head_masks(h, f * one[0])) - m)[..., 1:]
+  moved = np.abs(np.asarray(heads_lib.head_masks(h, f * one[0])) - m)[..., 1:]
   assert moved.max() > 0.05
   # Exact order where the construction fixes it: removing the key channel hurts most,
   # predicted (training images) and observed (test images), for every attribute.
@@ -204,7 +208,7 @@ def test_prune_accuracy_ranks_known_damage_with_feature_dependent_masks():
   kd = np.arange(K)
   assert drop[key, kd].min() > 0.1
   np.testing.assert_allclose(pred[key, kd], drop[key, kd], atol=0.2)  # a sign error: ~0.4
-  assert predictability.spearman(pred, drop) > 0.6
+  assert spearman(pred, drop) > 0.6
   # The family, on random channel sets, through score(): same sets and observations as
   # prune_random, its own prediction.
   r = predictability.score(model.apply, v, stats, test, random_draws=12, batch_size=BS, limit=n,
@@ -231,11 +235,6 @@ def test_spearman_within_groups():
   # Group 0 agrees (ρ 1), group 1 is reversed (ρ -0.8); pooled, ρ is something else.
   assert predictability.spearman_within(pred, obs, [0, 0, 1, 1]) == pytest.approx(0.1)
   assert predictability.spearman_within(np.zeros((2, 2)), obs[:2], [0, 0]) is None
-
-
-def test_spearman_undefined_for_constant_input():
-  assert predictability.spearman(np.zeros(5), np.arange(5)) is None
-  assert predictability.spearman([1, 2, 3, 4], [10, 20, 30, 45]) == pytest.approx(1.0)
 
 
 def test_random_sets_sizes():

@@ -1,4 +1,4 @@
-r"""Human predictability as a measured number (paper A; SPEC A7).
+r"""Human predictability as a measured number (paper A; docs/papers.md §A7).
 
 Kimura & Tanaka 2019 define the human predictability of a model as "the easiness for
 the human to predict the change of the inference when perturbing the model", only
@@ -7,7 +7,7 @@ in words. Here it becomes a rank correlation: for a family of perturbations,
 training images **before** any perturbation is run; then run the perturbations on
 test images and report Spearman's ρ between predicted and observed changes.
 
-Predictors (``stats`` from :func:`hpjax.analysis.collect_statistics`; ``prune_accuracy``
+Predictors (``stats`` from :func:`hpjax.hpnet.statistics.collect_statistics`; ``prune_accuracy``
 makes its own pass over the same training images):
 
 * **Pruning a channel set S** (``prune_one``: each of the C channels;
@@ -42,8 +42,8 @@ makes its own pass over the same training images):
 * **Accuracy under pruning** ``prune_accuracy`` (HPNet and the baseline; the channel
   sets of ``prune_random``, so the observed side is the same runs): each attribute's
   *accuracy* drop is predicted by simulating the pruning on training images with the
-  unperturbed model's per-image logit terms (:func:`hpjax.analysis.logit_terms`,
-  :func:`hpjax.analysis.direct_path_accuracy`),
+  unperturbed model's per-image logit terms (:func:`hpjax.hpnet.model.logit_terms`,
+  :func:`hpjax.hpnet.perturbation.direct_path_accuracy`),
 
   .. math::
 
@@ -94,10 +94,12 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
-import scipy.stats
 from jax.typing import ArrayLike
 
-from hpjax.hpnet import analysis
+from hpjax.core import io, jit
+from hpjax.core.stats import spearman
+from hpjax.hpnet import model as model_lib
+from hpjax.hpnet import perturbation, runs
 from hpjax.hpnet.transform import mask_transform
 
 FAMILIES = ("prune_one", "prune_random", "prune_accuracy", "transform")
@@ -113,16 +115,20 @@ def channel_contributions(stats: dict[str, np.ndarray], params: dict[str, Any]
   """``(signed [K, C], damage [K, C])``: each channel's direct share of the mean logit
   (:math:`w_{kc} E[\\mathrm{GAP}(M f_c)]`) and its expected absolute per-image share
   divided by the logit's standard deviation."""
-  w = analysis.head_weights(params)
+  w = model_lib.head_weights(params)
   scale = np.maximum(np.asarray(stats["logit_std"]), 1e-12)[:, None]
-  if "heads" in params:
+  if model_lib.head_params(params) is not None:
     return w * stats["contribution"], np.abs(w) * stats["contribution_abs"] / scale
   return w * stats["gap_mean"][None, :], np.abs(w) * stats["gap_abs_mean"][None, :] / scale
 
 
 def predict_pruning(stats: dict[str, np.ndarray], params: dict[str, Any], masks: ArrayLike
                     ) -> tuple[np.ndarray, np.ndarray]:
-  """Predicted ``(Δ mean logit [M, K], damage [M, K])`` for keep masks ``[M, C]``."""
+  """Predicted ``(Δ mean logit [M, K], damage [M, K])`` for keep masks ``[M, C]``.
+
+  References:
+    docs/papers.md §A7.
+  """
   signed, damage = channel_contributions(stats, params)
   removed = 1.0 - np.asarray(masks, np.float64)
   return -removed @ signed.T, removed @ damage.T
@@ -130,36 +136,37 @@ def predict_pruning(stats: dict[str, np.ndarray], params: dict[str, Any], masks:
 
 def predict_transform(stats: dict[str, np.ndarray], params: dict[str, Any], ns: ArrayLike,
                       betas: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-  """Predicted ``(Δ mean logit [N, Bt, K], damage [N, Bt, K])`` of HPNet under (n, β)."""
+  """Predicted ``(Δ mean logit [N, Bt, K], damage [N, Bt, K])`` of HPNet under (n, β).
+
+  References:
+    docs/papers.md §A7.
+  """
   binned = np.asarray(stats["binned"], np.float64)  # [K, C, J]
   j = binned.shape[-1]
   centres = (np.arange(j) + 0.5) / j
   ns, betas = np.asarray(ns, np.float64), np.asarray(betas, np.float64)
   g = np.asarray(jax.vmap(jax.vmap(lambda n, b: mask_transform(centres, n=n, beta=b),
                                    (None, 0)), (0, None))(ns, betas), np.float64)  # [N, Bt, J]
-  w = analysis.head_weights(params)
+  w = model_lib.head_weights(params)
   # Σ_c w_kc Σ_j (g_j - m_j) H_kcj
   delta = np.einsum("kc,kcj,nbj->nbk", w, binned, g - centres)
   scale = np.maximum(np.asarray(stats["logit_std"]), 1e-12)
   return delta, np.abs(delta) / scale
 
 
-def predict_pruning_accuracy(apply_fn: analysis.ApplyFn, variables: dict[str, Any], source: Any,
+def predict_pruning_accuracy(apply_fn: jit.ApplyFn, variables: dict[str, Any], source: Any,
                              masks: ArrayLike, *, batch_size: int = 32, limit: int | None = None
                              ) -> tuple[np.ndarray, dict[str, Any]]:
   """Predicted accuracy drop ``[M, K]`` for keep masks ``[M, C]``, simulated on ``source``
-  (training images) by :func:`hpjax.analysis.direct_path_accuracy`, and the simulation."""
-  sim = analysis.direct_path_accuracy(apply_fn, variables, source, masks, batch_size=batch_size,
-                                      limit=limit)
+  (training images) by :func:`hpjax.hpnet.perturbation.direct_path_accuracy`, and the
+  simulation.
+
+  References:
+    docs/papers.md §A7.
+  """
+  sim = perturbation.direct_path_accuracy(apply_fn, variables, source, masks,
+                                          batch_size=batch_size, limit=limit)
   return sim["base_accuracy"][None, :] - sim["accuracy"], sim
-
-
-def spearman(predicted: ArrayLike, observed: ArrayLike) -> float | None:
-  """Spearman's ρ over flattened pairs; None when either side is constant (undefined)."""
-  p, o = np.ravel(predicted), np.ravel(observed)
-  if p.size < 3 or np.ptp(p) == 0 or np.ptp(o) == 0:
-    return None
-  return float(scipy.stats.spearmanr(p, o).statistic)
 
 
 def random_sets(num_channels: int, draws: int, seed: int = 0,
@@ -175,15 +182,16 @@ def random_sets(num_channels: int, draws: int, seed: int = 0,
 
 def spearman_within(predicted: ArrayLike, observed: ArrayLike, groups: ArrayLike
                     ) -> float | None:
-  """Mean over groups of Spearman's ρ within each group (rows of ``[M, K]`` arrays,
-  ``groups [M]``); groups where ρ is undefined are left out (None if all are)."""
+  """Mean over groups of Spearman's ρ (:func:`hpjax.core.stats.spearman`) within each
+  group (rows of ``[M, K]`` arrays, ``groups [M]``); groups where ρ is undefined are left
+  out (None if all are)."""
   p, o, g = np.asarray(predicted), np.asarray(observed), np.asarray(groups)
   rhos = [spearman(p[g == v], o[g == v]) for v in np.unique(g)]
   rhos = [r for r in rhos if r is not None]
   return float(np.mean(rhos)) if rhos else None
 
 
-def score_model(run: analysis.TrainedRun, stats: dict[str, np.ndarray], source: Any, *,
+def score_model(run: runs.TrainedRun, stats: dict[str, np.ndarray], source: Any, *,
                 random_draws: int = 12, seed: int = 0, ns: Sequence[float] = TRANSFORM_NS,
                 betas: Sequence[float] = TRANSFORM_BETAS, batch_size: int = 32,
                 limit: int | None = None, mask_chunk: int = 2,
@@ -195,7 +203,7 @@ def score_model(run: analysis.TrainedRun, stats: dict[str, np.ndarray], source: 
                train_source=run.split("train"), train_limit=train_limit)
 
 
-def score(apply_fn: analysis.ApplyFn, variables: dict[str, Any], stats: dict[str, np.ndarray],
+def score(apply_fn: jit.ApplyFn, variables: dict[str, Any], stats: dict[str, np.ndarray],
           source: Any, *, random_draws: int = 12, seed: int = 0,
           ns: Sequence[float] = TRANSFORM_NS, betas: Sequence[float] = TRANSFORM_BETAS,
           batch_size: int = 32, limit: int | None = None, mask_chunk: int = 2,
@@ -205,7 +213,7 @@ def score(apply_fn: analysis.ApplyFn, variables: dict[str, Any], stats: dict[str
 
   Args:
     apply_fn, variables: the frozen model.
-    stats: its :func:`hpjax.analysis.collect_statistics` (training images).
+    stats: its :func:`hpjax.hpnet.statistics.collect_statistics` (training images).
     source: where the perturbations are run (test images).
     random_draws: random channel sets of the ``prune_random`` and ``prune_accuracy``
       families (the same sets).
@@ -224,17 +232,21 @@ def score(apply_fn: analysis.ApplyFn, variables: dict[str, Any], stats: dict[str
     ``[M, K]``, ``observed_drop`` the test one, and it adds
     ``spearman_accuracy_within_size``, ``set_sizes [M]``, ``predicted_base_accuracy [K]``
     (the simulation's unpruned accuracy) and ``predictor_images``.
+
+  References:
+    docs/papers.md §A7.
   """
   params = variables["params"]
-  c = analysis.head_weights(params).shape[1]
+  c = model_lib.head_weights(params).shape[1]
   set_masks = {}
   if "prune_one" in families:
     set_masks["prune_one"] = 1.0 - np.eye(c, dtype=np.float32)
   if "prune_random" in families or "prune_accuracy" in families:
     set_masks["random"] = random_sets(c, random_draws, seed)
   masks = np.concatenate([np.ones((1, c), np.float32)] + list(set_masks.values()))
-  out = analysis.evaluate_perturbations(apply_fn, variables, source, channel_masks=masks,
-                                        batch_size=batch_size, limit=limit, mask_chunk=mask_chunk)
+  out = perturbation.evaluate_perturbations(apply_fn, variables, source, channel_masks=masks,
+                                            batch_size=batch_size, limit=limit,
+                                            mask_chunk=mask_chunk)
   logit = out["mean_logit"][0, :, 0, 0]  # [M, K]
   acc = out["accuracy"][0, :, 0, 0]
   result: dict[str, Any] = {"base_accuracy": acc[0], "base_mean_logit": logit[0],
@@ -266,12 +278,12 @@ def score(apply_fn: analysis.ApplyFn, variables: dict[str, Any], stats: dict[str
           "set_sizes": sizes, "predicted_base_accuracy": sim["base_accuracy"],
           "predictor_images": sim["num_images"], "num_perturbations": int(len(m))}
   if "transform" in families:
-    if "heads" not in params:
+    if model_lib.head_params(params) is None:
       result["transform"] = {"applicable": False,
                              "why": "the baseline has no attention masks; (n, β) change nothing"}
     else:
-      t = analysis.evaluate_perturbations(apply_fn, variables, source, ns=ns, betas=betas,
-                                          batch_size=batch_size, limit=limit)
+      t = perturbation.evaluate_perturbations(apply_fn, variables, source, ns=ns, betas=betas,
+                                              batch_size=batch_size, limit=limit)
       tl, ta = t["mean_logit"][0, 0], t["accuracy"][0, 0]  # [N, Bt, K]
       pred, dmg = predict_transform(stats, params, ns, betas)
       keep = ~((np.asarray(ns)[:, None] == 1.0) & (np.asarray(betas)[None, :] == 0.0))
@@ -299,6 +311,9 @@ def basis_matrix(name: str, num_terms: int, x: ArrayLike) -> np.ndarray:
 
   ``monomial``: :math:`x^n`; ``legendre``: :math:`P_n(x)`; ``fourier``:
   :math:`\tfrac12, \cos \pi x, \sin \pi x, \cos 2\pi x, \ldots` (paper Eq. 3, 4, 7).
+
+  References:
+    docs/papers.md §A7; paper A Eq. 3–7.
   """
   x = np.asarray(x, np.float64)
   if name == "monomial":
@@ -324,7 +339,11 @@ def gram_matrix(name: str, num_terms: int, num_nodes: int = 256) -> np.ndarray:
 def leakage(gram: ArrayLike) -> np.ndarray:
   r"""Per coefficient j: :math:`\sum_{i \ne j} \cos^2(\phi_j, \phi_i)` in the Gram
   matrix's inner product — how much the change :math:`\delta\phi_j` from perturbing
-  coefficient j shows up along the other basis directions. 0 iff ``gram`` is diagonal."""
+  coefficient j shows up along the other basis directions. 0 iff ``gram`` is diagonal.
+
+  References:
+    docs/papers.md §A7; paper A Eq. 3–7.
+  """
   g = np.asarray(gram, np.float64)
   d = np.sqrt(np.diag(g))
   cos2 = (g / np.outer(d, d)) ** 2
@@ -340,6 +359,9 @@ def regression_example(num_terms: int = 7, *, num_points: int = 200, noise: floa
   Returns:
     ``{"bases": {name: {"coefficients", "fit", "perturbed", "leakage" [D],
     "mean_leakage", "perturbed_leakage", "rmse"}}, "x", "x_data", "y_data", ...}``.
+
+  References:
+    docs/papers.md §A7; paper A Eq. 3–7.
   """
   rng = np.random.default_rng(seed)
   xd = np.sort(rng.uniform(-1.0, 1.0, num_points))
@@ -362,29 +384,32 @@ def regression_example(num_terms: int = 7, *, num_points: int = 200, noise: floa
 
 
 # ---------------------------------------------------------------------------
-# Workdir-level experiment.
+# The analysis.
 
-def run(workdir: str, *, baseline_workdir: str | None = None, limit: int | None = 256,
-        stats_limit: int | None = 1024, random_draws: int = 12, seed: int = 0,
-        batch_size: int = 32) -> dict[str, Any]:
-  """``python -m evaluate.predictability``: scores for HPNet and the baseline, the
-  regression example, ``WORKDIR/analysis/predictability.{json,png}`` and
-  ``regression.png``."""
+def run(trained: runs.TrainedRun, *, baseline: runs.TrainedRun | None = None,
+        limit: int | None = 256, stats_limit: int | None = 1024, random_draws: int = 12,
+        seed: int = 0, batch_size: int = 32) -> dict[str, Any]:
+  """``python -m evaluate.predictability``: scores for HPNet and (when given) the
+  baseline, the regression example, ``WORKDIR/analysis/predictability.{json,png}`` and
+  ``regression.png`` of ``trained``'s workdir.
+
+  References:
+    docs/papers.md §A7.
+  """
   from hpjax.hpnet import plots
-  baseline_workdir = baseline_workdir or analysis.default_baseline(workdir)
-  runs = {"hpnet": analysis.load_run(workdir)}
-  if baseline_workdir:
-    runs["baseline"] = analysis.load_run(baseline_workdir)
-  out_dir = analysis.output_dir(workdir)
+  models = {"hpnet": trained}
+  if baseline is not None:
+    models["baseline"] = baseline
+  out_dir = runs.output_dir(trained.workdir)
   result: dict[str, Any] = {"models": {}, "settings": {
       "limit": limit, "stats_limit": stats_limit, "random_draws": random_draws, "seed": seed,
       "transform_ns": list(TRANSFORM_NS), "transform_betas": list(TRANSFORM_BETAS)}}
   panels = []
-  for name, r in runs.items():
-    stats = analysis.run_statistics(r, limit=stats_limit, batch_size=batch_size)
+  for name, r in models.items():
+    stats = runs.run_statistics(r, limit=stats_limit, batch_size=batch_size)
     s = score_model(r, stats, r.split("test"), random_draws=random_draws, seed=seed,
                     batch_size=batch_size, limit=limit, train_limit=stats_limit)
-    result["models"][name] = {"run": analysis.run_info(r), **s}
+    result["models"][name] = {"run": runs.run_info(r), **s}
     for fam in FAMILIES:
       if s[fam].get("applicable") and "predicted" in s[fam]:  # logit panels only
         panels.append({"model": name, "family": fam, "predicted": s[fam]["predicted"],
@@ -398,5 +423,5 @@ def run(workdir: str, *, baseline_workdir: str | None = None, limit: int | None 
                 for name, b in example["bases"].items()}}
   result["figures"]["regression"] = plots.regression_leakage(
       example, os.path.join(out_dir, "regression.png"))
-  analysis.write_json(os.path.join(out_dir, "predictability.json"), result)
+  io.write_json(os.path.join(out_dir, "predictability.json"), result)
   return result

@@ -69,12 +69,6 @@ def test_seeds_table_mean_std_and_per_seed_values(tmp_path):
   assert "| pruning | baseline random spread (std) % | – | –, –, – |" in text
 
 
-def test_table4_hits():
-  from hpjax.hpnet import analysis
-  assert analysis.table4_hits({"Heavy_Makeup": [["Bangs", 1.0]]}) == (0, 1)
-  assert analysis.table4_hits({}) == (0, 0)
-
-
 def test_missing_eval_is_one_line_error(tmp_path, capsys):
   with pytest.raises(DataError, match="eval/attributes.json: not found"):
     summary.read_eval(str(tmp_path))

@@ -1,37 +1,42 @@
-r"""Semantic channel pruning (paper A, Fig. 3 and Fig. 7; SPEC A5).
+r"""Semantic channel pruning (paper A, Fig. 3 and Fig. 7; docs/papers.md §A5).
 
 Kimura & Tanaka 2019, "New Perspective of Interpretability of Deep Neural Networks":
 channels of the feature map f whose responses are highly correlated play the same
 role, so one of each such pair can go.
 
 1. Correlate the C channels of the frozen extractor on training data
-   (:func:`hpjax.analysis.channel_correlation`: over image × position by default).
+   (:func:`hpjax.hpnet.statistics.channel_correlation`: over image × position by default).
 2. Scan channel pairs by descending correlation; for a pair where neither channel
    is pruned yet, prune the one whose producing filter (the extractor's last conv)
    has the lower L1 norm :math:`\|K_{\cdot,\cdot,\cdot,c}\|_1`.
 
 The paper states the rule both ways (Sec. "Semantic Channel Pruning": "prune the
 channel with the lower L1-norm"; Sec. "Channel Pruning Experiment": "the channel
-with the higher L1-norm is pruned"); SPEC A5 reads it as *lower*, the usual
+with the higher L1-norm is pruned"); docs/papers.md §A5 reads it as *lower*, the usual
 magnitude criterion, and ``prune="higher"`` gives the other reading.
 
 Selection is scores → order → apply, as separate small functions: an *order* is a
 permutation of the C channels in the sequence they are pruned, so "prune k" is its
 first k entries and every k shares one scan. Pruning exists in two forms with the
 same outputs (tested): a keep mask fed to the model's ``channel_mask`` (one
-compilation for every count), and physical removal (:func:`prune_params`, a
-smaller model that really runs faster).
+compilation for every count), and physical removal
+(:func:`hpjax.hpnet.model.prune_params`, a smaller model that really runs faster).
+
+The experiment (Fig. 7, :func:`run`): accuracy vs number of pruned channels for the
+semantic, L1 and random orders, on HPNet and the baseline, and a physical check that
+removal reproduces the mask's accuracy.
 """
 from __future__ import annotations
 
 import os
 from typing import Any, Sequence
 
-import flax.linen as nn
 import numpy as np
 from jax.typing import ArrayLike
 
-from hpjax.hpnet import analysis
+from hpjax.core import io, jit
+from hpjax.hpnet import model as model_lib
+from hpjax.hpnet import perturbation, runs, statistics
 
 METHODS = ("semantic", "l1", "random")
 
@@ -53,7 +58,7 @@ def semantic_order(corr: ArrayLike, filter_l1: ArrayLike, *, prune: str = "lower
   Args:
     corr: ``[C, C]`` channel correlation (symmetric).
     filter_l1: ``[C]`` L1 norms of the producing filters.
-    prune: ``"lower"`` (SPEC A5) or ``"higher"`` L1 norm is pruned within a pair.
+    prune: ``"lower"`` (docs/papers.md §A5) or ``"higher"`` L1 norm is pruned within a pair.
     absolute: rank pairs by ``|corr|`` (anti-correlated channels are redundant too).
 
   Returns:
@@ -62,6 +67,9 @@ def semantic_order(corr: ArrayLike, filter_l1: ArrayLike, *, prune: str = "lower
   >>> corr = np.array([[1, .9, .5, .1], [.9, 1, .1, .1], [.5, .1, 1, .9], [.1, .1, .9, 1]])
   >>> semantic_order(corr, np.array([1., 2., 3., 3.])).tolist()
   [0, 2, 1, 3]
+
+  References:
+    docs/papers.md §A5; paper A Fig. 3.
   """
   corr = np.asarray(corr, np.float64)
   l1 = np.asarray(filter_l1, np.float64)
@@ -93,12 +101,20 @@ def semantic_order(corr: ArrayLike, filter_l1: ArrayLike, *, prune: str = "lower
 
 
 def l1_order(filter_l1: ArrayLike) -> np.ndarray:
-  """Smallest filters first (Li et al. 2017); ties by lower index (stable sort)."""
+  """Smallest filters first (Li et al. 2017); ties by lower index (stable sort).
+
+  References:
+    docs/papers.md §A5; paper A Fig. 7.
+  """
   return np.argsort(np.asarray(filter_l1, np.float64), kind="stable")
 
 
 def random_orders(num_channels: int, draws: int, seed: int = 0) -> np.ndarray:
-  """``[draws, C]`` uniformly random pruning orders (argsort of i.i.d. uniforms, seeded)."""
+  """``[draws, C]`` uniformly random pruning orders (argsort of i.i.d. uniforms, seeded).
+
+  References:
+    docs/papers.md §A5; paper A Fig. 7.
+  """
   return np.argsort(np.random.default_rng(seed).random((draws, num_channels)), axis=1,
                     kind="stable").astype(np.int64)
 
@@ -123,57 +139,6 @@ def kept_channels(order: ArrayLike, num_pruned: int) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # Physical removal.
 
-def prune_params(variables: dict[str, Any], kept: ArrayLike) -> dict[str, Any]:
-  """New variables with only the ``kept`` feature channels (the input is untouched).
-
-  Slices the extractor's last conv (output channels), its BatchNorm (scale, bias,
-  running mean and var), and for HPNet every head's ``mask_kernel`` on both C axes,
-  ``mask_bias`` and ``kernel``; for the baseline the classifier's input rows. Run it
-  with :func:`pruned_model`.
-
-  Args:
-    variables: ``{"params", "batch_stats"}`` of HPNet or the baseline.
-    kept: ``int [C']`` channel indices to keep (in the order they should appear).
-
-  Returns:
-    Variables of the same structure with C' channels.
-  """
-  kept = np.asarray(kept, np.int64)
-  params = variables["params"]
-  last = analysis.last_layer_index(params)
-  c = analysis.head_weights(params).shape[1]
-  if kept.ndim != 1 or kept.size == 0 or kept.min() < 0 or kept.max() >= c:
-    raise ValueError(f"expected kept to be a non-empty 1-D array of channel ids in [0, {c}), "
-                     f"got {kept!r}")
-  ext = dict(params["extractor"])
-  conv = dict(ext[f"conv{last}"])
-  conv["kernel"] = conv["kernel"][..., kept]
-  if "bias" in conv:
-    conv["bias"] = conv["bias"][kept]
-  ext[f"conv{last}"] = conv
-  ext[f"bn{last}"] = {name: v[kept] for name, v in ext[f"bn{last}"].items()}
-  new_params = {**params, "extractor": ext}
-  if "heads" in params:
-    h = params["heads"]
-    new_params["heads"] = {**h, "mask_kernel": h["mask_kernel"][:, kept][:, :, kept],
-                           "mask_bias": h["mask_bias"][:, kept], "kernel": h["kernel"][:, kept]}
-  else:
-    cl = params["classifier"]
-    new_params["classifier"] = {**cl, "kernel": cl["kernel"][kept]}
-  out = {**variables, "params": new_params}
-  if "batch_stats" in variables:
-    bs = dict(variables["batch_stats"])
-    bs_ext = dict(bs["extractor"])
-    bs_ext[f"bn{last}"] = {name: v[kept] for name, v in bs_ext[f"bn{last}"].items()}
-    bs["extractor"] = bs_ext
-    out["batch_stats"] = bs
-  return out
-
-
-def pruned_model(model: nn.Module, num_kept: int) -> nn.Module:
-  """The same architecture with ``features[-1] = num_kept`` (runs :func:`prune_params` output)."""
-  return model.clone(features=tuple(model.features[:-1]) + (int(num_kept),))
-
 
 def prune(variables: dict[str, Any], order: ArrayLike, num_pruned: int
           ) -> tuple[dict[str, Any], np.ndarray]:
@@ -183,7 +148,7 @@ def prune(variables: dict[str, Any], order: ArrayLike, num_pruned: int
     ``(new_variables, kept)`` with ``kept`` the surviving channel ids (ascending).
   """
   kept = kept_channels(order, num_pruned)
-  return prune_params(variables, kept), kept
+  return model_lib.prune_params(variables, kept), kept
 
 
 # ---------------------------------------------------------------------------
@@ -199,13 +164,13 @@ def orders_for(variables: dict[str, Any], stats: dict[str, np.ndarray], *,
                reading: str = "position", draws: int = 5, seed: int = 0,
                prune: str = "lower") -> dict[str, np.ndarray]:
   """``{"semantic": [C], "l1": [C], "random": [draws, C]}`` for a trained model."""
-  l1 = analysis.filter_l1_norms(variables)
-  corr = analysis.channel_correlation(stats, reading)
+  l1 = model_lib.filter_l1_norms(variables)
+  corr = statistics.channel_correlation(stats, reading)
   return {"semantic": semantic_order(corr, l1, prune=prune), "l1": l1_order(l1),
           "random": random_orders(len(l1), draws, seed)}
 
 
-def accuracy_curves(apply_fn: analysis.ApplyFn, variables: dict[str, Any], source: Any,
+def accuracy_curves(apply_fn: jit.ApplyFn, variables: dict[str, Any], source: Any,
                     orders: dict[str, np.ndarray], counts: Sequence[int], *,
                     batch_size: int = 32, limit: int | None = None, mask_chunk: int = 2
                     ) -> dict[str, Any]:
@@ -218,6 +183,9 @@ def accuracy_curves(apply_fn: analysis.ApplyFn, variables: dict[str, Any], sourc
     ``{"counts", "semantic": [n], "l1": [n], "random_mean": [n], "random_std": [n],
     "random": [draws, n], "per_attribute": {method: [n, K] (random: mean over draws)},
     "num_images"}`` (accuracies in [0, 1]).
+
+  References:
+    docs/papers.md §A5; paper A Fig. 7.
   """
   counts = list(counts)
   names, blocks = [], []
@@ -228,9 +196,9 @@ def accuracy_curves(apply_fn: analysis.ApplyFn, variables: dict[str, Any], sourc
   all_masks = np.concatenate(blocks + [rnd], axis=0)  # [2 + draws, n, C]
   flat = all_masks.reshape(-1, all_masks.shape[-1])
   unique, inverse = np.unique(flat, axis=0, return_inverse=True)
-  out = analysis.evaluate_perturbations(apply_fn, variables, source, channel_masks=unique,
-                                        batch_size=batch_size, limit=limit,
-                                        mask_chunk=mask_chunk)
+  out = perturbation.evaluate_perturbations(apply_fn, variables, source, channel_masks=unique,
+                                            batch_size=batch_size, limit=limit,
+                                            mask_chunk=mask_chunk)
   acc = out["accuracy"][0, :, 0, 0][inverse.reshape(-1)].reshape(all_masks.shape[:2] + (-1,))
   mean = acc.mean(axis=-1)  # [2 + draws, n]
   return {"counts": counts, "semantic": mean[0], "l1": mean[1],
@@ -252,6 +220,9 @@ def area_gap(curves: dict[str, Any], method: str = "semantic") -> float:
   Count 0 is left out: nothing is pruned there, every method is the same model and
   the difference is 0 by construction, which would only dilute the gap. NaN when no
   count is > 0.
+
+  References:
+    docs/papers.md §A5; paper A Fig. 7.
   """
   keep = _pruned(curves)
   if not keep.any():
@@ -288,7 +259,7 @@ def run_model(apply_fn, variables, stats, source, *, counts=None, draws: int = 5
     :func:`random_spread` (``random_draws``, ``random_std_mean``, ``random_sem_mean``,
     ``gap_counts``).
   """
-  if reading == "attention" and not analysis.is_hpnet(variables):
+  if reading == "attention" and not model_lib.is_hpnet(variables):
     reading = "position"
   orders = orders_for(variables, stats, reading=reading, draws=draws, seed=seed, prune=prune)
   c = len(orders["l1"])
@@ -301,55 +272,59 @@ def run_model(apply_fn, variables, stats, source, *, counts=None, draws: int = 5
           "l1_minus_random": area_gap(curves, "l1"), **random_spread(curves)}
 
 
-def run(workdir: str, *, baseline_workdir: str | None = None, counts: Sequence[int] | None = None,
-        draws: int = 5, seed: int = 0, reading: str = "position", prune: str = "lower",
-        limit: int | None = 256, stats_limit: int | None = 1024, batch_size: int = 32,
+def run(trained: runs.TrainedRun, *, baseline: runs.TrainedRun | None = None,
+        counts: Sequence[int] | None = None, draws: int = 5, seed: int = 0,
+        reading: str = "position", prune: str = "lower", limit: int | None = 256,
+        stats_limit: int | None = 1024, batch_size: int = 32,
         time_physical: bool = True) -> dict[str, Any]:
-  """``python -m evaluate.prune``: Fig. 7 for HPNet and (when given or found in
-  ``WORKDIR/baseline``) the baseline; ``WORKDIR/analysis/pruning.{json,png}``.
+  """``python -m evaluate.prune``: Fig. 7 for HPNet and (when given) the baseline;
+  ``WORKDIR/analysis/pruning.{json,png}`` of ``trained``'s workdir.
 
   Args:
-    workdir: the HPNet run.
-    baseline_workdir: the baseline run (default ``WORKDIR/baseline`` if trained).
+    trained: the HPNet run.
+    baseline: the baseline run, or None.
     counts: numbers of pruned channels (default: 8 evenly spaced in [0, C)).
     draws: random orders (≥ 5 for a meaningful spread).
-    reading: channel-correlation reading (``analysis.READINGS``).
-    prune: within a pair prune the ``"lower"`` (SPEC) or ``"higher"`` L1 filter.
+    reading: channel-correlation reading (``statistics.READINGS``).
+    prune: within a pair prune the ``"lower"`` (the default, docs/papers.md §A5) or
+      ``"higher"`` L1 filter.
     limit: test images evaluated; stats_limit: training images correlated.
     time_physical: also time the physically pruned model against the full one.
 
   ``figure_majority_rate`` ``{model: rate or None}`` records the dashed majority-class
-  line drawn in each panel of ``pruning.png`` (:func:`hpjax.analysis.eval_majority_rate`
+  line drawn in each panel of ``pruning.png`` (:func:`hpjax.hpnet.runs.eval_majority_rate`
   of that model's run: its ``eval/attributes.json`` when this runs).
+
+  References:
+    docs/papers.md §A5; paper A Fig. 7.
   """
   from hpjax.hpnet import plots
-  baseline_workdir = baseline_workdir or analysis.default_baseline(workdir)
-  runs = {"hpnet": analysis.load_run(workdir)}
-  if baseline_workdir:
-    runs["baseline"] = analysis.load_run(baseline_workdir)
+  models = {"hpnet": trained}
+  if baseline is not None:
+    models["baseline"] = baseline
   result: dict[str, Any] = {"models": {}}
   # The dashed majority-class line per panel, and the rates drawn (None: no line).
-  result["figure_majority_rate"] = {name: analysis.eval_majority_rate(r.workdir)
-                                    for name, r in runs.items()}
-  for name, r in runs.items():
-    stats = analysis.run_statistics(r, limit=stats_limit, batch_size=batch_size)
+  result["figure_majority_rate"] = {name: runs.eval_majority_rate(r.workdir)
+                                    for name, r in models.items()}
+  for name, r in models.items():
+    stats = runs.run_statistics(r, limit=stats_limit, batch_size=batch_size)
     res = run_model(r.apply_fn, r.variables, stats, r.split("test"), counts=counts, draws=draws,
                     seed=seed, reading=reading, prune=prune, batch_size=batch_size, limit=limit)
-    res["run"] = analysis.run_info(r)
+    res["run"] = runs.run_info(r)
     res["stats_images"] = int(stats["num_images"])
     # Physical removal at the largest count: same accuracy as the mask, fewer FLOPs.
     res["physical_check"] = physical_check(r, res, batch_size=batch_size, limit=limit,
                                           timing=time_physical)
     result["models"][name] = res
-  out = analysis.output_dir(workdir)
+  out = runs.output_dir(trained.workdir)
   result["figures"] = {"pruning": plots.pruning_curves(
       result["models"], os.path.join(out, "pruning.png"),
       majority_rate=result["figure_majority_rate"])}
-  analysis.write_json(os.path.join(out, "pruning.json"), result)
+  io.write_json(os.path.join(out, "pruning.json"), result)
   return result
 
 
-def physical_check(run: analysis.TrainedRun, res: dict[str, Any], *, batch_size: int,
+def physical_check(run: runs.TrainedRun, res: dict[str, Any], *, batch_size: int,
                    limit: int | None, timing: bool = True) -> dict[str, Any]:
   """Accuracy of the physically pruned model at the largest semantic count, beside the
   masked model's (the curve's last semantic point, same images); with ``timing``, the
@@ -362,7 +337,7 @@ def physical_check(run: analysis.TrainedRun, res: dict[str, Any], *, batch_size:
   from hpjax.hpnet import experiment
   k = int(res["counts"][-1])
   new_vars, kept = prune(run.variables, res["semantic_order"], k)
-  small = pruned_model(run.model, len(kept))
+  small = model_lib.pruned_model(run.model, len(kept))
   src = run.split("test")
   phys = experiment.evaluate_accuracy(small.apply, new_vars, src, batch_size=batch_size,
                                       limit=limit)
