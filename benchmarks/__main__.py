@@ -4,6 +4,9 @@ Runs the suites in one process (HPNet's framework runs in fresh subprocesses for
 their peak memory) and writes ``benchmarks/results/<machine>.json`` and ``.md``
 (see :mod:`benchmarks.harness`). Quote numbers from a full run on a quiet machine;
 ``--quick`` is a smoke run of tiny sizes (CI), written to ``<machine>.quick.*``.
+
+The GPU check (issue 11) is a script of its own, ``python -m benchmarks.gpu [--quick]``
+(:mod:`benchmarks.gpu`): one isolated process per HPNet variant, within a time budget.
 """
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ from benchmarks import harness
 
 
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0],
+                              epilog="GPU check: python -m benchmarks.gpu [--quick] (see its "
+                                     "--help)")
   p.add_argument("--quick", action="store_true", help="tiny sizes, 1-2 iterations (smoke run)")
   p.add_argument("--suites", default=",".join(harness.SUITES),
                  help=f"comma-separated subset of {','.join(harness.SUITES)} (default: all)")

@@ -329,3 +329,125 @@ def write_tfds_celeba(data_dir: str, celeba_root: str) -> None:
 
   Fixture(data_dir=data_dir, file_format="array_record").download_and_prepare(
       download_config=tfds.download.DownloadConfig(verify_ssl=False))
+
+
+# --------------------------------------------------------------------------- attribute table
+
+
+def write_attribute_table(root: str, n: int = 40, *, size: int = 32, pad: int = 4, seed: int = 0,
+                          split_column: bool = True, encoding: str = "-1/1",
+                          regions: bool = True, table: str = "attributes.csv") -> dict:
+  """Writes ``n`` generated faces as an attribute table in the real layout.
+
+  ``ROOT/img/0000.png``, ``0001.jpg``, ... (even rows PNG, odd rows JPEG): the
+  faces of ``SyntheticFaces("train", image_size=size, seed=seed)`` with ``pad`` rows
+  of gray added above and below (``size x (size + 2 pad)`` files, so the centre
+  square is the face itself), and ``ROOT/attributes.csv``: a ``file`` column, the 14
+  attributes (``encoding``: ``-1/1``, ``0/1`` or ``true/false``), a ``split`` column
+  (rows cycle train x8, val, test) and, per attribute, the bounding box of its
+  region in file pixels (``A_x0, A_y0, A_x1, A_y1``; empty when the region is empty).
+
+  Returns:
+    ``{"filenames", "image" (uint8 [n, size, size, 3], the faces), "label" (int32
+    [n, 14]), "boxes" (int32 [n, 14, 4]: the regions' bounding boxes in face pixels),
+    "split" (list of split names)}``.
+  """
+  from hpjax.data.regions import mask_boxes
+  from hpjax.data.synthetic import ATTRIBUTES, SyntheticFaces
+
+  batch = SyntheticFaces("train", image_size=size, num_examples=n, seed=seed).get_batch(np.arange(n))
+  boxes = mask_boxes(batch["regions"])
+  os.makedirs(os.path.join(root, "img"), exist_ok=True)
+  names, splits = [], []
+  neg, pos = {"-1/1": ("-1", "1"), "0/1": ("0", "1"), "true/false": ("false", "True")}[encoding]
+  header = ["file", *ATTRIBUTES] + (["split"] if split_column else [])
+  if regions:
+    header += [f"{a}_{c}" for a in ATTRIBUTES for c in ("x0", "y0", "x1", "y1")]
+  lines = [",".join(header)]
+  for i in range(n):
+    name = f"img/{i:04d}.{'png' if i % 2 == 0 else 'jpg'}"
+    img = np.full((size + 2 * pad, size, 3), 128, np.uint8)
+    img[pad:pad + size] = batch["image"][i]
+    with open(os.path.join(root, name), "wb") as fh:
+      fh.write(_png(img).getvalue() if i % 2 == 0 else jpeg_bytes(img, quality=95))
+    split = ("train",) * 8 + ("val", "test")
+    names.append(name)
+    splits.append(split[i % 10])
+    cells = [name, *(pos if v else neg for v in batch["label"][i])]
+    if split_column:
+      cells.append(splits[-1])
+    if regions:
+      for x0, y0, x1, y1 in boxes[i]:
+        cells += ["", "", "", ""] if x1 <= x0 else [str(x0), str(y0 + pad), str(x1), str(y1 + pad)]
+    lines.append(",".join(cells))
+  with open(os.path.join(root, table), "w") as fh:
+    fh.write("\n".join(lines) + "\n")
+  return {"filenames": names, "image": batch["image"], "label": batch["label"], "boxes": boxes,
+          "split": splits}
+
+
+# --------------------------------------------------------------------------- image folders
+
+SHAPE_CLASSES = ("circle", "square", "triangle")
+# Each class has its own hue, so a tiny model learns them in a few steps.
+_SHAPE_COLOURS = {"circle": (220, 40, 40), "square": (40, 200, 60), "triangle": (50, 70, 230)}
+
+
+def shape_image(rng: np.random.Generator, cls: str, size: tuple[int, int] = (40, 48)) -> np.ndarray:
+  """A ``uint8 [height, width, 3]`` image of one coloured shape on a noisy gray background."""
+  from PIL import ImageDraw
+
+  w, h = size
+  bg = tuple(int(v) for v in rng.integers(90, 150, 3))
+  img = Image.new("RGB", (w, h), bg)
+  draw = ImageDraw.Draw(img)
+  r = int(rng.integers(min(w, h) // 5, min(w, h) // 3))
+  cx, cy = int(rng.integers(r, w - r)), int(rng.integers(r, h - r))
+  colour = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in _SHAPE_COLOURS[cls])
+  if cls == "circle":
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+  elif cls == "square":
+    draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=colour)
+  else:
+    draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+  arr = np.asarray(img).astype(np.int16) + rng.integers(-6, 7, (h, w, 3))
+  return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def write_image_folder(root: str, *, per_class: int = 10, classes: tuple[str, ...] = SHAPE_CLASSES,
+                       split_folders: bool = False, test_per_class: int = 3, unlabelled: int = 0,
+                       size: tuple[int, int] = (40, 48), seed: int = 0) -> dict:
+  """Writes an image folder in the real layout: coloured shapes, PNG and JPEG alternating.
+
+  ``ROOT/<class>/NNN.png|jpg`` (or ``ROOT/train/<class>/...`` and ``ROOT/test/<class>/...``
+  with ``split_folders``: ``per_class`` train and ``test_per_class`` test images each),
+  plus ``ROOT/unlabelled/uNNN.png|jpg`` when ``unlabelled`` > 0, all ``size`` = (width,
+  height). Even-numbered files are PNG (lossless), odd ones JPEG (quality 95).
+
+  Returns:
+    ``{"classes", "files": {root-relative path: class name or None (pool)},
+    "pixels": {root-relative path: uint8 [h, w, 3] as drawn}}``.
+  """
+  rng = np.random.default_rng(seed)
+  files: dict[str, str | None] = {}
+  pixels: dict[str, np.ndarray] = {}
+
+  def put(rel: str, cls: str | None, i: int, draw_cls: str) -> None:
+    arr = shape_image(rng, draw_cls, size)
+    rel = f"{rel}.{'png' if i % 2 == 0 else 'jpg'}"
+    path = os.path.join(root, *rel.split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if i % 2 == 0:
+      Image.fromarray(arr).save(path, format="PNG")
+    else:
+      Image.fromarray(arr).save(path, format="JPEG", quality=95)
+    files[rel], pixels[rel] = cls, arr
+
+  splits = (("train/", per_class), ("test/", test_per_class)) if split_folders else (("", per_class),)
+  for prefix, n in splits:
+    for j, cls in enumerate(classes):  # the j-th class draws the j-th shape (cyclically)
+      for i in range(n):
+        put(f"{prefix}{cls}/{i:03d}", cls, i, SHAPE_CLASSES[j % len(SHAPE_CLASSES)])
+  for i in range(unlabelled):
+    put(f"unlabelled/u{i:03d}", None, i, SHAPE_CLASSES[i % len(SHAPE_CLASSES)])
+  return {"classes": tuple(classes), "files": files, "pixels": pixels}

@@ -3,11 +3,13 @@
   python -m evaluate.attention --workdir runs/demo
 
 Fig. 4: top-3 channel masks per attribute; Fig. 5: K×C mean masks; Fig. 6: C×C
-channel correlation; Table 4: top-5 correlated attributes per attribute. On the
-generated faces, also the share of attention (HPNet) and Grad-CAM (HPNet and the
-baseline) energy inside each attribute's true region, and the pointing game, over all
-test images and over those that have the attribute, beside two controls that use no
-information from the scored image (HPNet's mean attention map; a centred Gaussian).
+channel correlation; Table 4: top-5 correlated attributes per attribute. Where the
+test images have true regions (the generated faces; an attribute table with region
+columns; CelebA with its landmarks: docs/data.md), also the share of attention (HPNet)
+and Grad-CAM (HPNet and the baseline) energy inside each attribute's true region, and
+the pointing game, over all test images and over those that have the attribute, beside
+two controls that use no information from the scored image (HPNet's mean attention
+map; a centred Gaussian).
 Writes WORKDIR/analysis/attention.json and PNGs.
 """
 from __future__ import annotations

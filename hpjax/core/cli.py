@@ -11,10 +11,12 @@ import contextvars
 import functools
 import os
 import re
+import shlex
+import signal
 import sys
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from hpjax.core import configs, distributed
+from hpjax.core import configs, distributed, interrupt
 from hpjax.core.errors import ConfigError, Error
 
 # True while the ``hpjax`` console script runs a command.
@@ -37,21 +39,44 @@ def as_invoked(text: str) -> str:
   return _ENTRY_POINT.sub(r"hpjax \1 \2", text) if _CONSOLE.get() else text
 
 
+def command_line(main: Callable[..., Any], argv: Sequence[str] | None) -> str:
+  """How the entry point MAIN was run with ARGV, to run again (``python -m train.attributes
+  --workdir W``, or ``hpjax train attributes --workdir W`` under :func:`console`)."""
+  module = main.__module__
+  if module == "__main__":  # python -m hpjax.data.prepare
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    module = spec.name if spec else module
+  group, sep, name = module.rpartition(".")[2].partition("_")
+  if module.startswith("hpjax.commands.") and sep:
+    module = f"{group}.{name}"
+  return as_invoked(shlex.join(["python", "-m", module,
+                                *(sys.argv[1:] if argv is None else argv)]))
+
+
 def guarded(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
   """Wraps an entry point so project errors print one line and exit with status 2.
 
   Expected failures (bad data files, bad arguments, a diverged loss) are the user's to fix, so they
   get a single line naming the file/argument and the problem, never a traceback.
   Anything else is a bug and keeps its traceback.
+
+  SIGINT (Ctrl-C) and SIGTERM stop the command (training after a step, with a
+  checkpoint: :mod:`hpjax.core.interrupt`); it prints one line saying where it stopped
+  and the command that resumes, and exits with 130 (SIGINT) or 143 (SIGTERM).
   """
 
   @functools.wraps(main)
   def wrapper(argv: list[str] | None = None) -> int:
     try:
-      return int(main(argv) or 0)
+      with interrupt.raising():
+        return int(main(argv) or 0)
     except Error as e:
       print(f"error: {as_invoked(str(e))}", file=sys.stderr)
       return 2
+    except (interrupt.Interrupted, KeyboardInterrupt) as e:
+      stop = e if isinstance(e, interrupt.Interrupted) else interrupt.Interrupted(signal.SIGINT)
+      print(f"{stop}; to resume, run: {command_line(main, argv)}", file=sys.stderr, flush=True)
+      return stop.exit_code
 
   return wrapper
 

@@ -8,10 +8,16 @@ and XLA inserts the gradient all-reduce (``jax.jit`` with shardings, not ``pmap`
 from __future__ import annotations
 
 import os
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from hpjax.data import pipeline
+
+# The one mesh axis: the batch is split over it, everything else is replicated.
+DATA_AXIS = "data"
 
 _initialized = False
 
@@ -43,7 +49,7 @@ def initialize(enable: bool | None = None) -> None:
 
 def make_mesh() -> Mesh:
   """A 1-D mesh named ``data`` over all devices of all processes."""
-  return Mesh(np.asarray(jax.devices()), ("data",))
+  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -51,7 +57,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def data_sharded(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P("data"))
+  return NamedSharding(mesh, P(DATA_AXIS))
 
 
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
@@ -66,3 +72,61 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
   """Assembles each process's slice of the batch into global arrays sharded over ``data``."""
   sharding = data_sharded(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+def pass_batch_size(batch_size: int, mesh: Mesh) -> int:
+  """``batch_size`` rounded up to a multiple of the mesh's devices.
+
+  An evaluation pass pads its last batch anyway and weighs every row by ``valid``, so
+  the extra rows are padding that changes no result; the batch then splits evenly
+  over the devices (and the processes) whatever batch size was asked for.
+  """
+  n = mesh.devices.size
+  return -(-batch_size // n) * n
+
+
+def eval_batches(source: Any, *, batch_size: int, mesh: Mesh, limit: int | None = None,
+                 fields: Sequence[str] | Callable[[dict[str, np.ndarray]], dict[str, Any]]
+                 | None = None) -> Iterator[dict[str, jax.Array]]:
+  """One ordered pass over ``source`` as global batches sharded over the ``data`` axis.
+
+  Each process loads only its slice of each padded batch
+  (:func:`hpjax.data.pipeline.eval_batches`), assembled into global arrays
+  (:func:`global_batch`); ``batch_size`` is rounded up by :func:`pass_batch_size`.
+  ``fields`` chooses what goes on the devices: None every field, a sequence those
+  keys, a function the fields it makes from the host slice (e.g. masks drawn from
+  boxes).
+  """
+  keys = None if fields is None or callable(fields) else tuple(fields)
+  for batch in pipeline.eval_batches(source, global_batch_size=pass_batch_size(batch_size, mesh),
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count(), limit=limit):
+    if keys is not None:
+      batch = {k: batch[k] for k in keys}
+    elif fields is not None:
+      batch = fields(batch)
+    yield global_batch(batch, mesh)
+
+
+def data_axis(batch: int) -> str | None:
+  """The mesh axis a traced function should split a ``batch``-row array over, or None.
+
+  Under a mesh context (``jax.set_mesh``, as :func:`hpjax.core.training.fit` and the
+  evaluation passes use) with a ``data`` axis of size > 1 that divides ``batch`` and
+  is not already split by an enclosing ``shard_map``: a loop over the rows then runs
+  per device under ``shard_map`` (the HPNet heads, the image score's blocks) instead
+  of scanning a sharded axis, which XLA would all-gather. None otherwise (one device,
+  or a batch that does not split: the function runs as one program).
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or DATA_AXIS not in mesh.axis_names or DATA_AXIS in mesh.manual_axes:
+    return None
+  n = mesh.shape[DATA_AXIS]
+  return DATA_AXIS if n > 1 and batch % n == 0 else None
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches the barrier NAME (nothing with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)

@@ -21,3 +21,12 @@ class DataError(Error, ValueError):
 
 class NonFiniteLossError(Error, RuntimeError):
   """The loss became NaN or Inf; the message names the step."""
+
+
+class WorkdirError(Error, RuntimeError):
+  """A workdir cannot be used: not a directory, not writable, out of space, or in use by
+  another run (:mod:`hpjax.core.workdir`)."""
+
+
+class CheckpointError(WorkdirError):
+  """A checkpoint cannot be restored; the message names its step and what failed."""

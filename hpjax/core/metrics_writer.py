@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from hpjax.core import io
+from hpjax.core.errors import WorkdirError
 
 
 def _plain(v: Any) -> Any:
@@ -31,8 +32,7 @@ class MetricsWriter:
     if resume_step is not None and os.path.exists(self.path):
       # Records past the restored checkpoint belong to the interrupted attempt and are
       # logged again by the resumed run: drop them so each step appears once.
-      with open(self.path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+      keep = [line for line, r in _lines(self.path) if r.get("step", 0) <= resume_step]
       io.write_text(self.path, "".join(keep))
     from tensorboardX import SummaryWriter  # import late: only process 0 needs it
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -41,8 +41,7 @@ class MetricsWriter:
     if not self.active:
       return
     record = {"step": int(step), "kind": kind, **_plain(metrics)}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    io.append_text(self.path, json.dumps(record) + "\n")  # whole line or nothing
     for k, v in record.items():
       if isinstance(v, (int, float)) and k != "step":
         self._tb.add_scalar(f"{kind}/{k}", v, step)
@@ -52,9 +51,33 @@ class MetricsWriter:
       self._tb.close()
 
 
+def _lines(path: str) -> list[tuple[str, dict[str, Any]]]:
+  """``(line, record)`` of each record of PATH. A last line that is not JSON (torn by a
+  kill during an append) is left out; anywhere else it raises :class:`WorkdirError`."""
+  with open(path) as f:
+    lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
+  out = []
+  for i, line in lines:
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      if i == lines[-1][0]:
+        break
+      raise WorkdirError(f"{path} line {i}: expected a JSON record, got {line[:40]!r} "
+                         f"({e.msg})") from None
+    if not isinstance(record, dict):
+      raise WorkdirError(f"{path} line {i}: expected a JSON object, got {line[:40]!r}")
+    out.append((line if line.endswith("\n") else line + "\n", record))
+  return out
+
+
+def read_records(path: str) -> list[dict[str, Any]]:
+  """The records of a JSON-lines file (a torn last line left out, see :func:`_lines`)."""
+  return [r for _, r in _lines(path)]
+
+
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return read_records(path)

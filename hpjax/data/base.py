@@ -8,7 +8,8 @@ A *source* is what grain calls a ``RandomAccessDataSource``: ``len(source)`` and
 * ``"label"``: for classification ``int32 []`` (class id); for multi-attribute
   data ``int32 [num_attributes]`` with values in {0, 1}.
 * optional extras (e.g. ``"regions"``: ``bool [num_attributes, height, width]``
-  for the generated faces).
+  for the generated faces; ``"boxes"``: ``int32 [num_attributes, 4]`` regions as
+  boxes for attribute tables and CelebA, :mod:`hpjax.data.regions`).
 
 A source *may* also define ``get_batch(indices) -> dict`` returning the same keys
 stacked along a new leading axis; the pipeline uses it when present (vectorised
@@ -37,6 +38,16 @@ class Source(Protocol):
   def __len__(self) -> int: ...
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]: ...
+
+
+def check_index(index: int, n: int) -> int:
+  """``index`` of a source of ``n`` examples as ``0 <= i < n`` (negative counts from the end), or IndexError."""
+  index = int(index)
+  if index < 0:
+    index += n
+  if not 0 <= index < n:
+    raise IndexError(f"index {index} out of range for a source of {n} examples")
+  return index
 
 
 def get_batch(source: Any, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:

@@ -12,18 +12,18 @@ every value, every listed image present on disk); images are decoded lazily,
 each decode checking format, mode and size.
 
 Each example is ``{"image": uint8 [S, S, 3], "label": int32 [40] in {0, 1},
-"landmarks": int32 [5, 2] (x, y)}`` (landmarks only when the file is present)
-where ``S = image_size``: the centred 178x178 square (crop box
-``(0, 20, 178, 198)``, see :func:`hpjax.data.image.center_square_box`) resized
-bilinearly. Attribute values -1/1 become 0/1.
+"landmarks": int32 [5, 2] (x, y), "boxes": int32 [40, 4]}`` (landmarks and boxes
+only when the file is present) where ``S = image_size``: the centred 178x178 square
+(crop box ``(0, 20, 178, 198)``, see :func:`hpjax.data.image.center_square_box`)
+resized bilinearly. Attribute values -1/1 become 0/1. ``"boxes"`` are the
+attributes' regions built from the landmarks (:func:`landmark_boxes`,
+:data:`LANDMARK_REGIONS`), which the localisation analysis scores attention against.
 
 :class:`CelebAPrepared` reads the decoded cache written by
-``python -m hpjax.data.prepare celeba`` and returns identical arrays.
+``python -m hpjax.data.prepare celeba`` (:mod:`hpjax.data.prepare`) and returns identical arrays.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from typing import Sequence
@@ -31,7 +31,9 @@ from typing import Sequence
 import numpy as np
 
 from hpjax.core.errors import DataError
+from hpjax.data.base import check_index
 from hpjax.data.image import center_square_box, crop_resize, decode_image, scale_points
+from hpjax.data.prepare import Prepared
 
 # The official attribute order (alphabetical, as in list_attr_celeba.txt).
 ATTRIBUTES: tuple[str, ...] = (
@@ -344,7 +346,7 @@ class CelebA:
     return len(self.filenames)
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    index = _check_index(index, len(self))
+    index = check_index(index, len(self))
     path = os.path.join(self.image_dir, self.filenames[index])
     try:
       with open(path, "rb") as f:
@@ -355,59 +357,102 @@ class CelebA:
     out = {"image": crop_resize(img, self.crop_box, self.image_size), "label": self.labels[index].copy()}
     if self.landmarks is not None:
       out["landmarks"] = scale_points(self.landmarks[index], self.crop_box, self.image_size)
+      out["boxes"] = landmark_boxes(out["landmarks"], self.image_shape[0])
     return out
 
 
-def _check_index(index: int, n: int) -> int:
-  index = int(index)
-  if index < 0:
-    index += n
-  if not 0 <= index < n:
-    raise IndexError(f"index {index} out of range for a source of {n} examples")
-  return index
+# --------------------------------------------------------------------------- regions from landmarks
+
+# The attributes whose evidence sits at a place the five landmarks locate, by region
+# (docs/data.md, "CelebA's regions"). The other 16 (hair colour and texture, face
+# shape, Attractive, Blurry, Chubby, Heavy_Makeup, Male, Pale_Skin, Sideburns,
+# Wearing_Earrings, Young) have no compact region and are not scored.
+LANDMARK_REGIONS: dict[str, tuple[str, ...]] = {
+    "eyes": ("Arched_Eyebrows", "Bags_Under_Eyes", "Bushy_Eyebrows", "Eyeglasses", "Narrow_Eyes"),
+    "nose": ("Big_Nose", "Pointy_Nose"),
+    "mouth": ("Big_Lips", "Mouth_Slightly_Open", "Smiling", "Wearing_Lipstick"),
+    "upper_lip": ("Mustache",),
+    "chin": ("Double_Chin", "Goatee"),
+    "lower_face": ("5_o_Clock_Shadow", "No_Beard"),
+    "cheeks": ("High_Cheekbones", "Rosy_Cheeks"),
+    "forehead": ("Bangs", "Receding_Hairline"),
+    "crown": ("Bald", "Wearing_Hat"),
+    "neck": ("Wearing_Necklace", "Wearing_Necktie"),
+}
+
+
+def landmark_boxes(landmarks: np.ndarray, side: int) -> np.ndarray:
+  """The 40 attributes' regions from the five landmarks, in the same pixels.
+
+  With the eyes at ``(ex0, ey)``, ``(ex1, ey)`` (mean height), the nose at
+  ``(nx, ny)``, the mouth corners spanning ``mx0..mx1`` at height ``my`` and the
+  inter-ocular distance ``d = ex1 - ex0`` (at least 1), the regions
+  (:data:`LANDMARK_REGIONS`) are the boxes ``(x0, y0, x1, y1)``:
+
+  ==========  =====================================================
+  eyes        ``ex0 - d/2, ey - 0.6d, ex1 + d/2, ey + 0.4d`` (brows to bags)
+  nose        ``nx - 0.4d, ey, nx + 0.4d, ny + 0.3d``
+  mouth       ``mx0 - 0.2d, my - 0.35d, mx1 + 0.2d, my + 0.35d``
+  upper_lip   ``mx0 - 0.2d, ny, mx1 + 0.2d, my``
+  chin        ``mx0 - 0.3d, my + 0.2d, mx1 + 0.3d, my + d``
+  lower_face  ``ex0 - d/2, ny, ex1 + d/2, my + d``
+  cheeks      ``ex0 - 0.6d, ey + 0.3d, ex1 + 0.6d, my``
+  forehead    ``ex0 - 0.6d, ey - 1.5d, ex1 + 0.6d, ey - d/2``
+  crown       ``ex0 - d, ey - 2.6d, ex1 + d, ey - 1.2d``
+  neck        ``mx0 - d, my + d, mx1 + d, my + 2.2d``
+  ==========  =====================================================
+
+  clipped to the ``side x side`` image (:func:`hpjax.data.regions.map_boxes`); an
+  attribute with no region, or one clipped away, gets ``(0, 0, 0, 0)``. The
+  proportions are this project's reading of the aligned faces (eyes ~39 px apart
+  in the 178x218 originals), not an annotation.
+
+  Args:
+    landmarks: ``int [..., 5, 2]`` (x, y) of left eye, right eye, nose, left and
+      right mouth corner, in output pixels (the examples' ``"landmarks"``).
+    side: the output image's side.
+
+  Returns:
+    ``int32 [..., 40, 4]`` half-open boxes in output pixels.
+  """
+  from hpjax.data.regions import map_boxes
+
+  p = np.asarray(landmarks, np.float64)
+  x, y = p[..., 0], p[..., 1]
+  ex0, ex1, ey = np.minimum(x[..., 0], x[..., 1]), np.maximum(x[..., 0], x[..., 1]), y[..., :2].mean(-1)
+  nx, ny = x[..., 2], y[..., 2]
+  mx0, mx1, my = np.minimum(x[..., 3], x[..., 4]), np.maximum(x[..., 3], x[..., 4]), y[..., 3:].mean(-1)
+  d = np.maximum(ex1 - ex0, 1.0)
+  region = {
+      "eyes": (ex0 - d / 2, ey - 0.6 * d, ex1 + d / 2, ey + 0.4 * d),
+      "nose": (nx - 0.4 * d, ey, nx + 0.4 * d, ny + 0.3 * d),
+      "mouth": (mx0 - 0.2 * d, my - 0.35 * d, mx1 + 0.2 * d, my + 0.35 * d),
+      "upper_lip": (mx0 - 0.2 * d, ny, mx1 + 0.2 * d, my),
+      "chin": (mx0 - 0.3 * d, my + 0.2 * d, mx1 + 0.3 * d, my + d),
+      "lower_face": (ex0 - d / 2, ny, ex1 + d / 2, my + d),
+      "cheeks": (ex0 - 0.6 * d, ey + 0.3 * d, ex1 + 0.6 * d, my),
+      "forehead": (ex0 - 0.6 * d, ey - 1.5 * d, ex1 + 0.6 * d, ey - d / 2),
+      "crown": (ex0 - d, ey - 2.6 * d, ex1 + d, ey - 1.2 * d),
+      "neck": (mx0 - d, my + d, mx1 + d, my + 2.2 * d),
+  }
+  boxes = np.full(p.shape[:-2] + (len(ATTRIBUTES), 4), np.nan)
+  for name, attributes in LANDMARK_REGIONS.items():
+    box = np.stack(region[name], -1)
+    for a in attributes:
+      boxes[..., ATTRIBUTES.index(a), :] = box
+  return map_boxes(boxes, (0, 0, side, side), side, side)
 
 
 # --------------------------------------------------------------------------- prepared cache
 
-MANIFEST = "manifest.json"
-CACHE_FORMAT = "hpjax-celeba-prepared"
-CACHE_VERSION = 1
 
+class CelebAPrepared(Prepared):
+  """The decoded CelebA cache written by ``python -m hpjax.data.prepare celeba``.
 
-def file_sha256(path: str, chunk: int = 8 << 20) -> str:
-  """Hex SHA-256 of a file, streamed."""
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    while block := f.read(chunk):
-      h.update(block)
-  return h.hexdigest()
-
-
-def read_manifest(dst: str) -> dict:
-  """Loads and sanity-checks ``dst/manifest.json`` of a prepared cache."""
-  path = os.path.join(dst, MANIFEST)
-  if not os.path.isdir(dst):
-    raise DataError(f"{dst}: expected a prepared CelebA cache (python -m hpjax.data.prepare celeba), found no directory")
-  if not os.path.isfile(path):
-    raise DataError(f"{path}: expected the manifest of a complete cache, found none (an interrupted or foreign directory; re-run prepare)")
-  try:
-    with open(path, "rb") as f:
-      man = json.loads(f.read().decode("utf-8"))
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise DataError(f"{path}: expected JSON, got a parse error ({e})") from None
-  if not isinstance(man, dict) or man.get("format") != CACHE_FORMAT or man.get("version") != CACHE_VERSION:
-    raise DataError(f"{path}: expected format {CACHE_FORMAT!r} version {CACHE_VERSION}, got {str(man)[:80]}")
-  return man
-
-
-class CelebAPrepared:
-  """The decoded CelebA cache written by :mod:`hpjax.data.prepare`.
-
-  Memory-mapped ``.npy`` arrays: ``{split}_images.npy`` ``uint8 [N, S, S, 3]``,
+  A :class:`~hpjax.data.prepare.Prepared` cache checked to hold CelebA:
+  memory-mapped ``{split}_images.npy`` ``uint8 [N, S, S, 3]``,
   ``{split}_labels.npy`` ``int32 [N, 40]`` and optionally
-  ``{split}_landmarks.npy`` ``int32 [N, 5, 2]``. Opening checks every array's
-  shape and dtype against the manifest (cheap); :meth:`verify` also checks the
-  SHA-256 of every file (reads everything).
+  ``{split}_landmarks.npy`` ``int32 [N, 5, 2]``, identical to :class:`CelebA`'s.
 
   Args:
     dst: the cache directory.
@@ -415,58 +460,17 @@ class CelebAPrepared:
   """
 
   def __init__(self, dst: str, split: str):
-    self.root = os.fspath(dst)
-    self.split = split_name(split)
-    self.manifest = read_manifest(self.root)
-    man = self.manifest
-    entry = man.get("splits", {}).get(self.split)
-    if entry is None:
-      raise DataError(f"{os.path.join(self.root, MANIFEST)}: expected split {self.split!r}, found {sorted(man.get('splits', {}))}")
-    self._entry = entry
-    self.arrays: dict[str, np.ndarray] = {}
-    for key, info in entry["arrays"].items():
-      path = os.path.join(self.root, info["file"])
-      try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-      except FileNotFoundError:
-        raise DataError(f"{path}: expected the {key} array listed in {MANIFEST}, found no file") from None
-      except (ValueError, OSError) as e:
-        raise DataError(f"{path}: expected a .npy array, got {type(e).__name__}: {e}") from None
-      if list(arr.shape) != list(info["shape"]) or str(arr.dtype) != info["dtype"]:
-        raise DataError(f"{path}: expected {info['dtype']} {tuple(info['shape'])} per {MANIFEST}, found {arr.dtype} {arr.shape}")
-      self.arrays[key] = arr
-    self.filenames: tuple[str, ...] = tuple(entry.get("filenames", ()))
-    self.label_names = tuple(man["label_names"])
-    self.image_shape = tuple(self.arrays["image"].shape[1:])
-    self.image_size = man["image_size"]
+    super().__init__(dst, split_name(split), dataset="celeba")
 
-  # Pickled for grain's worker processes: send the location, not the memory
-  # maps (pickling a memmap copies the whole array), and re-open on arrival.
-  def __getstate__(self) -> dict:
-    return {"root": self.root, "split": self.split}
-
-  def __setstate__(self, state: dict) -> None:
-    self.__init__(state["root"], state["split"])
-
-  def __len__(self) -> int:
-    return int(self._entry["count"])
-
+  # A cache prepared before CelebA's examples had boxes: derived from its landmarks.
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    index = _check_index(index, len(self))
-    return {k: np.array(a[index]) for k, a in self.arrays.items()}
+    return _with_boxes(super().__getitem__(index), self.image_shape[0])
 
   def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """``{key: array [len(indices), ...]}`` by one fancy-index read per array."""
-    indices = np.asarray(indices, np.int64)
-    n = len(self)
-    if indices.size and (indices.min() < -n or indices.max() >= n):
-      raise IndexError(f"indices out of range for a source of {n} examples")
-    return {k: np.asarray(a[indices]) for k, a in self.arrays.items()}
+    return _with_boxes(super().get_batch(indices), self.image_shape[0])
 
-  def verify(self) -> None:
-    """Checks every file of this split against the manifest's SHA-256."""
-    for info in self._entry["arrays"].values():
-      path = os.path.join(self.root, info["file"])
-      got = file_sha256(path)
-      if got != info["sha256"]:
-        raise DataError(f"{path}: expected sha256 {info['sha256'][:16]}... per {MANIFEST}, found {got[:16]}... (file changed or damaged)")
+
+def _with_boxes(example: dict[str, np.ndarray], side: int) -> dict[str, np.ndarray]:
+  if "landmarks" in example and "boxes" not in example:
+    example["boxes"] = landmark_boxes(example["landmarks"], side)
+  return example

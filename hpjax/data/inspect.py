@@ -2,14 +2,20 @@
 
 Usage::
 
-  python -m hpjax.data.inspect FORMAT PATH
+  python -m hpjax.data.inspect FORMAT PATH [--image-size S]
 
 FORMAT is one of celeba, celeba_prepared, celeba_tfds, cifar10, cifar10_tfds,
-idx, digits (PATH ignored, give ``-``). Every record of every split is read
-(for CelebA every JPEG is decoded; for the prepared cache every file is also
-checksummed), streaming, so memory stays flat. Prints counts, shapes, the
-label histogram and split sizes and exits 0 for a sound copy; otherwise prints
-the first problem found as one ``error: ...`` line and exits 2.
+idx, digits (PATH ignored, give ``-``), image_folder, attribute_table, prepared
+(any cache of :mod:`hpjax.data.prepare`). Every record of every split is read (for
+CelebA, image folders and attribute tables every image is decoded; for a prepared
+cache every file is also checksummed), streaming, so memory stays flat. Prints
+counts, shapes, the label histogram (examples per class, or positives and
+prevalence per attribute), the image sizes of folder sources before resizing, the
+files skipped as not images, the images with a region per attribute, and split
+sizes, and exits 0 for a sound copy; otherwise prints the first problem
+found as one ``error: ...`` line and exits 2. ``--image-size`` is the side the
+folder is read at, as training would (default: the images' own size, which
+must then be one size).
 """
 from __future__ import annotations
 
@@ -22,19 +28,35 @@ import numpy as np
 
 from hpjax.core.cli import guarded
 from hpjax.core.errors import DataError
+from hpjax.data.folders import IMAGE_EXTENSIONS, join
 
-FORMATS = ("celeba", "celeba_prepared", "celeba_tfds", "cifar10", "cifar10_tfds", "idx", "digits")
+FORMATS = ("celeba", "celeba_prepared", "celeba_tfds", "cifar10", "cifar10_tfds", "idx", "digits",
+           "image_folder", "prepared", "attribute_table")
 _CELEBA_SPLITS = ("train", "validation", "test")
 
 
-def _openers(fmt: str, path: str) -> dict[str, Callable[[], object]]:
+def _openers(fmt: str, path: str, image_size: int | None = None) -> dict[str, Callable[[], object]]:
   """Split name -> zero-argument opener, for format ``fmt``."""
+  if fmt == "image_folder":
+    from hpjax.data.image_folder import open_splits
+
+    sources = open_splits(path, image_size=image_size)  # one scan validates the whole tree
+    return {s: (lambda src=src: src) for s, src in sources.items()}
+  if fmt == "attribute_table":
+    from hpjax.data.attribute_table import SPLITS, AttributeTable
+
+    return {s: (lambda s=s: AttributeTable(path, s, image_size=image_size)) for s in SPLITS}
+  if fmt == "prepared":
+    from hpjax.data.prepare import Prepared, read_manifest
+
+    return {s: (lambda s=s: Prepared(path, s)) for s in read_manifest(path)["splits"]}
   if fmt == "celeba":
     from hpjax.data.celeba import CelebA
 
     return {s: (lambda s=s: CelebA(path, s, image_size=None)) for s in _CELEBA_SPLITS}
   if fmt == "celeba_prepared":
-    from hpjax.data.celeba import CelebAPrepared, read_manifest
+    from hpjax.data.celeba import CelebAPrepared
+    from hpjax.data.prepare import read_manifest
 
     splits = [s for s in _CELEBA_SPLITS if s in read_manifest(path)["splits"]]
     return {s: (lambda s=s: CelebAPrepared(path, s)) for s in splits}
@@ -71,7 +93,9 @@ def inspect_source(src, name: str, chunk: int = 512) -> dict:
 
   Returns:
     ``{"count", "image_shape", "label_shape", "histogram"}`` where the histogram
-    counts examples per class (classification) or positives per attribute.
+    counts examples per class (classification) or positives per attribute; for
+    a source without labels (an image folder's unlabelled pool) ``label_shape``
+    and ``histogram`` are None.
 
   Raises:
     DataError: the first bad record.
@@ -87,13 +111,16 @@ def inspect_source(src, name: str, chunk: int = 512) -> dict:
     idx = np.arange(start, min(start + chunk, n))
     if hasattr(src, "get_batch"):
       batch = src.get_batch(idx)
-      images, labels = np.asarray(batch["image"]), np.asarray(batch["label"])
-    else:  # one at a time: for raw CelebA this is where every JPEG is decoded
+    else:  # one at a time: for raw CelebA and image folders this is where every image is decoded
       exs = [src[int(i)] for i in idx]
-      images = np.stack([e["image"] for e in exs])
-      labels = np.stack([np.asarray(e["label"]) for e in exs])
+      batch = {key: np.stack([np.asarray(e[key]) for e in exs]) for key in exs[0]}
+    images = np.asarray(batch["image"])
     if images.dtype != np.uint8 or images.shape[1:] != shape:
       raise DataError(f"{name} records {start}..{idx[-1]}: expected uint8 images {shape}, found {images.dtype} {images.shape[1:]}")
+    if "label" not in batch:
+      hist = None
+      continue
+    labels = np.asarray(batch["label"])
     label_shape = labels.shape[1:]
     if labels.ndim == 1:
       if labels.min() < 0 or labels.max() >= k:
@@ -106,23 +133,55 @@ def inspect_source(src, name: str, chunk: int = 512) -> dict:
   return {"count": n, "image_shape": shape, "label_shape": label_shape, "histogram": hist}
 
 
-def run(fmt: str, path: str, out: TextIO | None = None) -> dict[str, dict]:
+def size_summary(sizes: np.ndarray, top: int = 3) -> str:
+  """``40x48 (24), 64x64 (3); 2 distinct`` for ``int [N, 2]`` (width, height): the most common first."""
+  pairs, counts = np.unique(np.asarray(sizes).reshape(-1, 2), axis=0, return_counts=True)
+  order = np.argsort(-counts, kind="stable")[:top]
+  text = ", ".join(f"{pairs[i][0]}x{pairs[i][1]} ({counts[i]})" for i in order)
+  return text + (f", ...; {len(pairs)} distinct" if len(pairs) > top else f"; {len(pairs)} distinct")
+
+
+def run(fmt: str, path: str, out: TextIO | None = None, image_size: int | None = None) -> dict[str, dict]:
   """Inspects every split of ``path`` in format ``fmt``, printing a summary to ``out`` (stdout)."""
   out = out or sys.stdout
-  openers = _openers(fmt, path)
+  t0 = time.time()
+  openers = _openers(fmt, path, image_size)
   print(f"{fmt} at {path}", file=out)
   results = {}
-  t0 = time.time()
+  skipped: tuple[str, ...] = ()
   for split, opener in openers.items():
     src = opener()
-    if fmt == "celeba_prepared":
+    if fmt in ("celeba_prepared", "prepared"):
       src.verify()
+    if split == next(iter(openers)) and hasattr(src, "layout"):
+      colour = "grayscale" if src.channels == 1 else "RGB"
+      held = "" if not src.held_out else " (held out per class: " + ", ".join(
+          f"{k} {v}" for k, v in src.held_out.items()) + ")"
+      print(f"  layout: {src.layout.replace('_', ' ')}{held}; {len(src.label_names)} classes "
+            f"({', '.join(src.label_names)}); {colour}", file=out)
+      skipped = src.skipped
+    if split == next(iter(openers)) and hasattr(src, "describe"):
+      print(f"  {src.describe()}", file=out)
     r = inspect_source(src, f"{path} {split}")
     results[split] = r
-    print(f"  {split}: {r['count']} examples, image uint8 {r['image_shape']}, label int32 {r['label_shape']}", file=out)
-    what = "examples per class" if r["label_shape"] == () else "positives per attribute"
-    pairs = ", ".join(f"{nm} {c}" for nm, c in zip(src.label_names, r["histogram"].tolist()))
-    print(f"    {what}: {pairs}", file=out)
+    if r["histogram"] is None:
+      print(f"  {split}: {r['count']} examples, image uint8 {r['image_shape']}, no labels", file=out)
+    else:
+      print(f"  {split}: {r['count']} examples, image uint8 {r['image_shape']}, label int32 {r['label_shape']}", file=out)
+      what = "examples per class" if r["label_shape"] == () else "positives per attribute"
+      pairs = ", ".join(f"{nm} {c}" for nm, c in zip(src.label_names, r["histogram"].tolist()))
+      print(f"    {what}: {pairs}", file=out)
+      if r["label_shape"] != ():
+        pct = ", ".join(f"{nm} {100 * c / r['count']:.1f}%" for nm, c in zip(src.label_names, r["histogram"].tolist()))
+        print(f"    prevalence: {pct}", file=out)
+    if getattr(src, "boxes", None) is not None:
+      pairs = ", ".join(f"{nm} {c}" for nm, c in zip(src.label_names, (src.boxes[..., 2] > src.boxes[..., 0]).sum(0).tolist()))
+      print(f"    images with a region, per attribute: {pairs}", file=out)
+    if getattr(src, "sizes", None) is not None:
+      print(f"    image sizes before resizing (width x height): {size_summary(src.sizes)}", file=out)
+  if skipped:
+    print(f"  skipped {len(skipped)} files that are not {'/'.join(IMAGE_EXTENSIONS)} images, "
+          f"e.g. {join(path, skipped[0])}", file=out)
   sizes = " / ".join(f"{s} {r['count']}" for s, r in results.items())
   total = sum(r["count"] for r in results.values())
   print(f"  split sizes: {sizes} (total {total}); every record read in {time.time() - t0:.1f} s: sound", file=out)
@@ -134,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog="python -m hpjax.data.inspect", description=__doc__.split("\n")[0])
   p.add_argument("format", choices=FORMATS)
   p.add_argument("path", help="data location (see docs/data.md); '-' for digits")
+  p.add_argument("--image-size", type=int, default=None,
+                 help="image_folder: read at this side, as training would (default: the images' own size)")
   args = p.parse_args(argv)
-  run(args.format, args.path)
+  run(args.format, args.path, image_size=args.image_size)
   return 0
 
 

@@ -64,7 +64,10 @@ def train_iterator(dataset: grain.MapDataset, *, worker_count: int = 0) -> grain
     from absl import flags
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    # Workers leave Ctrl-C / SIGTERM to the main process, which stops after a step.
+    from hpjax.core.interrupt import ignore_in_worker
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count),
+                        worker_init_fn=ignore_in_worker)
   return iter(ds)
 
 

@@ -12,11 +12,12 @@ from hpjax.core.errors import DataError
 
 NAMES: tuple[str, ...] = (
     "synthetic", "celeba", "celeba_prepared", "celeba_tfds", "cifar10", "cifar10_tfds",
-    "fashion_mnist", "mnist", "digits",
+    "fashion_mnist", "mnist", "digits", "image_folder", "prepared", "attribute_table",
 )
 # Names whose data the user brings: a path is required.
 NEEDS_PATH: frozenset[str] = frozenset(
-    {"celeba", "celeba_prepared", "celeba_tfds", "cifar10", "cifar10_tfds", "mnist"})
+    {"celeba", "celeba_prepared", "celeba_tfds", "cifar10", "cifar10_tfds", "mnist",
+     "image_folder", "prepared", "attribute_table"})
 
 
 def open_source(name: str, split: str, *, path: str | None = None, image_size: int | None = None, **kw: Any) -> Source:
@@ -25,14 +26,22 @@ def open_source(name: str, split: str, *, path: str | None = None, image_size: i
   Args:
     name: one of :data:`NAMES`.
     split: ``train``/``test`` everywhere; CelebA also ``validation``; digits
-      also ``all``; the generated faces take whatever splits they define.
-    path: where the data are: the CelebA root, the prepared cache, the TFDS
-      data_dir, the CIFAR-10 directory, the IDX directory (Fashion-MNIST
-      defaults to the Debian package's directory). Ignored for
-      ``synthetic`` and ``digits``.
-    image_size: output side for CelebA (default 64) and the generated faces
-      (default 64); the other data sets have fixed sizes and refuse another.
-    **kw: ``num_examples`` and ``seed`` for ``synthetic``.
+      also ``all``; the generated faces take whatever splits they define; an
+      image folder (and its cache) the splits it has, ``unlabelled`` included.
+    path: where the data are: the CelebA root, the prepared cache (``prepared``:
+      any cache of :mod:`hpjax.data.prepare`), the TFDS data_dir, the CIFAR-10
+      directory, the IDX directory (Fashion-MNIST defaults to the Debian
+      package's directory), the image folder's root, the attribute table's root
+      or table file. Ignored for ``synthetic`` and ``digits``.
+    image_size: output side for CelebA (default 64), the generated faces
+      (default 64) and image folders (default None: the images' own, common
+      size); the other data sets have fixed sizes and refuse another.
+    **kw: ``num_examples`` and ``seed`` for ``synthetic``; ``test_fraction``,
+      ``validation_fraction`` and ``seed`` (the held-out split of class
+      folders, :class:`~hpjax.data.image_folder.ImageFolder`) for ``image_folder``;
+      ``seed`` (the split of a table without a split column,
+      :class:`~hpjax.data.attribute_table.AttributeTable`) for ``attribute_table``,
+      whose ``image_size`` defaults to 64.
 
   Returns:
     The source.
@@ -56,6 +65,21 @@ def open_source(name: str, split: str, *, path: str | None = None, image_size: i
     from hpjax.data.celeba import CelebAPrepared
 
     src = CelebAPrepared(path, split)
+    _check_size(name, src.image_shape, image_size)
+    return src
+  if name == "image_folder":
+    from hpjax.data.image_folder import ImageFolder
+
+    return ImageFolder(path, split, image_size=image_size, test_fraction=kw.get("test_fraction", 0.2),
+                       validation_fraction=kw.get("validation_fraction", 0.0), seed=kw.get("seed", 0))
+  if name == "attribute_table":
+    from hpjax.data.attribute_table import AttributeTable
+
+    return AttributeTable(path, split, image_size=image_size or 64, seed=kw.get("seed", 0))
+  if name == "prepared":
+    from hpjax.data.prepare import Prepared
+
+    src = Prepared(path, split)
     _check_size(name, src.image_shape, image_size)
     return src
   if name == "celeba_tfds":

@@ -108,10 +108,12 @@ class CelebATfds:
       lms = np.array([int(ex["landmarks"][k]) for k in celeba.LANDMARKS], np.int32).reshape(5, 2)
     except (KeyError, TypeError) as e:
       raise DataError(f"{where} record {index}: expected the 40 attributes and 10 landmark values, missing {e}") from None
+    lms = scale_points(lms, self.crop_box, self.image_size)
     return {
         "image": crop_resize(Image.fromarray(img), self.crop_box, self.image_size),
         "label": attrs,
-        "landmarks": scale_points(lms, self.crop_box, self.image_size),
+        "landmarks": lms,
+        "boxes": celeba.landmark_boxes(lms, self.image_shape[0]),
     }
 
 

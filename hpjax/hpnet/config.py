@@ -17,7 +17,8 @@ class AttributesConfig:
 
   name: str = "custom"                  # preset name, recorded with the run
   dataset: str = "synthetic"            # source for hpjax.data.sources.open_source
-  data_path: str | None = None          # data set root (None: the source's default)
+  data_path: str | None = None          # data set root (None: the source's default);
+                                        # attribute_table: ROOT or its table file
   image_size: int = 32                  # images are resized/drawn at image_size²
   num_train: int | None = None          # synthetic only: train-split size (None: default)
   num_eval: int | None = None           # cap on val/test examples evaluated (None: all)
@@ -26,7 +27,9 @@ class AttributesConfig:
   dilations: tuple[int, ...] = (1, 2, 3, 2)      # extractor dilations (paper Table 1)
   stream_heads: bool = True             # False: heads on the whole batch, masks materialised;
                                         # True: heads streamed over position chunks (low memory)
-  head_stream_rows: int = 256           # feature-map positions per streamed head chunk
+  head_stream_rows: int | None = None   # feature-map positions per streamed head chunk
+                                        # (None: by backend and memory, hpjax.core.chunking;
+                                        # 256 on CPU)
   head_matmul_dtype: str = "float32"    # "bfloat16": the heads' GEMM operands in bfloat16,
                                         # float32 accumulation (opt-in speed on AMX/GPU/TPU)
   mask_bias_init: float = 0.0           # initial mask-branch bias (σ(0) = 0.5: masks half open)
@@ -45,14 +48,15 @@ class AttributesConfig:
   max_checkpoints: int = 2              # checkpoints kept in the workdir
   worker_count: int = 0                 # grain worker processes (0: load in-process)
   seed: int = 0                         # data order, initialisation and dropout
-  data_seed: int = 0                    # synthetic only: which generated data set; kept
+  data_seed: int = 0                    # synthetic: which generated data set; attribute_table
+                                        # without a split column: the seeded split; kept
                                         # apart from seed so training seeds share a test set
 
   def __post_init__(self):
     positive = ("image_size", "batch_size", "num_steps", "log_every", "checkpoint_every",
                 "max_checkpoints", "head_stream_rows")
     for f in positive:
-      if getattr(self, f) <= 0:
+      if getattr(self, f) is not None and getattr(self, f) <= 0:
         raise ConfigError(f"config field {f} must be > 0, got {getattr(self, f)}")
     if self.model not in ("hpnet", "baseline"):
       raise ConfigError(f"config field model must be 'hpnet' or 'baseline', got {self.model!r}")

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpjax.core import classification_metrics, distributed, io, training
-from hpjax.core.configs import from_dict
 from hpjax.hpnet.config import AttributesConfig
 from hpjax.data import pipeline
 from hpjax.hpnet.losses import attribute_accuracy, attribute_loss
@@ -25,6 +24,8 @@ def open_split(config: AttributesConfig, split: str) -> Any:
   kw = {}
   if config.dataset == "synthetic":
     kw = {"seed": config.data_seed, "num_examples": config.num_train if split == "train" else None}
+  elif config.dataset == "attribute_table":
+    kw = {"seed": config.data_seed}  # the split of a table without a split column
   return open_source(config.dataset, split, path=config.data_path, image_size=config.image_size,
                      **kw)
 
@@ -71,7 +72,8 @@ def evaluate_accuracy(apply_fn, variables, source, *, batch_size: int, limit: in
                                      process_index=jax.process_index(),
                                      process_count=jax.process_count(), limit=limit):
     batch = distributed.global_batch(batch, mesh)
-    k, t = _correct_counts(apply_fn, variables, batch, jnp.float32(n), jnp.float32(beta), c)
+    with jax.set_mesh(mesh):  # the heads run per device (hpjax.hpnet.heads.streamed_heads)
+      k, t = _correct_counts(apply_fn, variables, batch, jnp.float32(n), jnp.float32(beta), c)
     correct, total = correct + np.asarray(k), total + int(t)
   return np.asarray(correct, np.float64) / max(total, 1)
 
@@ -92,8 +94,9 @@ def predict(apply_fn, variables, source, *, batch_size: int, limit: int | None =
                                      process_index=jax.process_index(),
                                      process_count=jax.process_count(), limit=limit):
     batch = distributed.global_batch(batch, mesh)
-    out = {"logits": _logits(apply_fn, variables, batch["image"]), "label": batch["label"],
-           "valid": batch["valid"]}
+    with jax.set_mesh(mesh):
+      out = {"logits": _logits(apply_fn, variables, batch["image"]), "label": batch["label"],
+             "valid": batch["valid"]}
     out = (multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1
            else jax.tree.map(np.asarray, out))
     logits.append(out["logits"][out["valid"]])
@@ -145,17 +148,27 @@ def train(config: AttributesConfig, workdir: str, *, progress: bool = True
 
 def load(workdir: str, *, step: int | None = None
          ) -> tuple[AttributesConfig, training.TrainState, Any]:
-  """Restores a trained run: ``(config, state, label_names)``."""
-  config = from_dict(AttributesConfig, training.read_config(workdir, step))
-  src = open_split(config, "test")
-  model = build_model(config, len(src.label_names))
-  tx = training.make_optimizer(config.learning_rate, config.warmup_steps, config.num_steps)
-  # Shapes only (no initialisation compiled or run): the checkpoint fills in the values.
-  state = jax.eval_shape(lambda: training.create_train_state(model, tx, src.image_shape,
-                                                             config.seed))
-  state = training.restore_state(workdir, state, distributed.replicated(distributed.make_mesh()),
-                                 step)
-  return config, state, src.label_names
+  """Restores a trained run: ``(config, state, label_names)`` of checkpoint ``step``.
+
+  By default the newest checkpoint that restores: a damaged one is skipped with a
+  warning line naming its step and what failed (:func:`hpjax.core.training.restore_newest`).
+
+  Raises:
+    CheckpointError: no checkpoint restores (one line).
+  """
+  repl = distributed.replicated(distributed.make_mesh())
+
+  def restore(s: int) -> tuple[AttributesConfig, training.TrainState, Any]:
+    config = training.config_from_checkpoint(AttributesConfig, workdir, s)
+    src = open_split(config, "test")
+    model = build_model(config, len(src.label_names))
+    tx = training.make_optimizer(config.learning_rate, config.warmup_steps, config.num_steps)
+    # Shapes only (no initialisation compiled or run): the checkpoint fills in the values.
+    state = jax.eval_shape(lambda: training.create_train_state(model, tx, src.image_shape,
+                                                               config.seed))
+    return config, training.restore_state(workdir, state, repl, s), src.label_names
+
+  return training.restore_newest(workdir, restore, step=step)[1]
 
 
 def markdown_table(per_attribute: dict[str, dict[str, Any]], summary: dict[str, Any]) -> str:

@@ -30,8 +30,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
+from hpjax.core import chunking, distributed
 from hpjax.hpnet.transform import mask_transform, tone_curve
 
 Heads = dict[str, jax.Array]
@@ -145,12 +147,25 @@ def head_logits(heads: Heads, f: jax.Array, n: ArrayLike, beta: ArrayLike,
   return logits, mask_l1, (masks if return_masks else None)
 
 
-# Feature-map positions per streamed head chunk. 256 keeps a chunk's [rows, K·C]
+# Feature-map positions per streamed head chunk on CPU. 256 keeps a chunk's [rows, K·C]
 # pre-activations (5 MB at K·C = 40·128) in cache between the GEMM that writes them and
 # the sigmoid/multiply/sum that read them; it also ran faster than 128 or 512 rows, at
 # C = 128 and at a pruned C = 32 alike, because of how XLA fuses the sigmoid into the
-# sums at those sizes (see benchmarks/NOTES.md).
+# sums at those sizes (see benchmarks/NOTES.md). Other backends size chunks from device
+# memory (stream_rows).
 STREAM_ROWS = 256
+
+# [rows, K·C] float32 tensors one chunk keeps live at once: in the backward body σ, the
+# transformed mask's cotangent, the pre-activation gradient and the K-sum's product.
+_LIVE_CHUNK_TENSORS = 4
+
+
+def stream_rows(num_attributes: int, channels: int) -> int:
+  """Feature-map positions per streamed chunk when none is given: the chunking rule
+  (:func:`hpjax.core.chunking.rows_per_chunk`) for rows of ``_LIVE_CHUNK_TENSORS``
+  float32 ``[K·C]`` tensors; :data:`STREAM_ROWS` on CPU."""
+  row_bytes = _LIVE_CHUNK_TENSORS * 4 * num_attributes * channels
+  return chunking.rows_per_chunk(row_bytes, cpu_rows=STREAM_ROWS)
 
 
 def _is_identity(n: ArrayLike, beta: ArrayLike) -> bool:
@@ -160,12 +175,15 @@ def _is_identity(n: ArrayLike, beta: ArrayLike) -> bool:
 
 
 def _chunk_layout(batch: int, hw: int, rows: int) -> tuple[int, int]:
-  """``(images, positions)`` per chunk: one image's positions split, or whole images grouped."""
+  """``(images, positions)`` per chunk of at most about ``rows`` positions: one image's
+  positions split, or whole images grouped (as few chunks as fit, of equal size, so
+  that the zero-padded last group is as small as it can be)."""
   if hw >= rows:
     positions = max(d for d in range(1, rows + 1) if hw % d == 0)
     # An awkward H·W (e.g. a prime) has no useful divisor: take whole images.
     return (1, positions) if positions * 4 >= rows else (1, hw)
-  return min(batch, max(1, rows // hw)), hw
+  steps = -(-batch // min(batch, rows // hw))
+  return -(-batch // steps), hw
 
 
 def streamed_heads(heads: Heads, f: jax.Array, n: ArrayLike, beta: ArrayLike,
@@ -185,7 +203,8 @@ def streamed_heads(heads: Heads, f: jax.Array, n: ArrayLike, beta: ArrayLike,
     f: feature map ``[batch, H, W, C]``.
     n, beta: mask transform parameters; Python ``(1, 0)`` skips the transform; traced
       values get exact gradients.
-    rows: positions per chunk (default ``STREAM_ROWS``).
+    rows: positions per chunk (None: :func:`stream_rows`, by backend and device
+      memory).
     matmul_dtype: operand dtype of the three GEMM kinds (None: float32), as in
       :func:`head_logits`.
 
@@ -198,8 +217,18 @@ def streamed_heads(heads: Heads, f: jax.Array, n: ArrayLike, beta: ArrayLike,
   identity = _is_identity(n, beta)
   nb = jnp.zeros((2,), f.dtype) if identity else jnp.stack(
       [jnp.asarray(n, f.dtype), jnp.asarray(beta, f.dtype)])
-  pooled, mask_l1 = _streamed_pool(heads["mask_kernel"], heads["mask_bias"], f, nb,
-                                   identity, rows or STREAM_ROWS, matmul_dtype)
+  rows = rows or stream_rows(*heads["kernel"].shape)
+
+  def pool_fn(mask_kernel, mask_bias, f, nb):
+    return _streamed_pool(mask_kernel, mask_bias, f, nb, identity, rows, matmul_dtype)
+
+  axis = distributed.data_axis(f.shape[0])
+  if axis is not None:
+    # Each device streams the heads over its own images only; the replicated kernels'
+    # gradients are summed over devices once, after the loop (shard_map's transpose).
+    pool_fn = jax.shard_map(pool_fn, in_specs=(P(), P(), P(axis), P()),
+                            out_specs=(P(axis), P(axis)), check_vma=False)
+  pooled, mask_l1 = pool_fn(heads["mask_kernel"], heads["mask_bias"], f, nb)
   return logits_from_pooled(heads, pooled, f), mask_l1
 
 

@@ -74,8 +74,9 @@ class AttentionHeads(nn.Module):
     mask_bias_init: initial value of the mask branch's bias (0: every mask starts at
       σ(f W) around 0.5; a positive value starts the masks open, so a sparsity
       penalty has to close them against the classification signal).
-    stream_rows: feature-map positions per streamed chunk (``heads.STREAM_ROWS`` by
-      default; small heads run faster with larger chunks, see benchmarks/NOTES.md).
+    stream_rows: feature-map positions per streamed chunk (None: ``heads.stream_rows``,
+      by backend and device memory, :mod:`hpjax.core.chunking`; small heads run faster
+      on CPU with larger chunks, see benchmarks/NOTES.md).
     matmul_dtype: None (float32, the default) or a dtype such as ``"bfloat16"`` for
       the operands of the heads' mask GEMMs (forward and backward), accumulated in
       float32. Opt-in speed for hardware with bfloat16 matrix units (measured in

@@ -13,6 +13,12 @@ mask branch once per channel mask, and only the cheap transform and pooling once
 
 :func:`direct_path_accuracy` *simulates* channel removal from the unperturbed model's
 per-image logit terms instead of running it (the ``prune_accuracy`` predictor).
+
+Both passes are data-parallel: each batch is a global array sharded over the ``data``
+axis of the device mesh (each process loads its own slice), every device evaluates its
+own images, and the per-attribute sums over the batch meet in one all-reduce of the
+small ``[..., K]`` sums (tests/hpnet/test_passes_sharding.py reads it from the compiled
+program).
 """
 from __future__ import annotations
 
@@ -24,9 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from hpjax.core import jit
+from hpjax.core import distributed, jit
 from hpjax.core.training import images_to_float
-from hpjax.data import pipeline
 from hpjax.hpnet import heads as heads_lib
 from hpjax.hpnet import model as model_lib
 from hpjax.hpnet.transform import tone_from_parts, tone_parts
@@ -90,8 +95,8 @@ def evaluate_perturbations(apply_fn: jit.ApplyFn, variables: dict[str, Any], sou
                            channel_masks: ArrayLike | None = None, ns: ArrayLike = (1.0,),
                            betas: ArrayLike = (0.0,), sigmas: ArrayLike = (0.0,),
                            batch_size: int = 32, limit: int | None = None, seed: int = 0,
-                           clip: bool = True, mask_group: int = 16, mask_chunk: int = 1
-                           ) -> dict[str, Any]:
+                           clip: bool = True, mask_group: int = 16, mask_chunk: int = 1,
+                           mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
   """Per-attribute accuracy and mean logit under every combination of perturbations.
 
   All perturbations are traced arguments of one compiled function: the extractor
@@ -106,7 +111,8 @@ def evaluate_perturbations(apply_fn: jit.ApplyFn, variables: dict[str, Any], sou
     ns: ``[N]`` tone-curve exponents n (Eq. 12); default ``(1,)``.
     betas: ``[Bt]`` suppression values β (Eq. 11); default ``(0,)``.
     sigmas: ``[S]`` std of Gaussian noise added to the [0, 1] images; default ``(0,)``.
-    batch_size, limit: images per step; how many images.
+    batch_size, limit: images per step, over all devices (rounded up to a multiple of
+      the devices: :func:`hpjax.core.distributed.pass_batch_size`); how many images.
     seed: noise seed; image i's noise is ``normal(fold_in(key(seed), i))``.
     clip: clip noisy images back to [0, 1] (they stay valid images; the paper does
       not say which it did).
@@ -115,6 +121,7 @@ def evaluate_perturbations(apply_fn: jit.ApplyFn, variables: dict[str, Any], sou
       predictability families share it); the extractor reruns once per group.
     mask_chunk: masks of a group evaluated side by side (vmapped); more is faster
       and uses proportionally more memory.
+    mesh: the device mesh (default :func:`hpjax.core.distributed.make_mesh`).
 
   Returns:
     ``{"accuracy": [S, M, N, Bt, K], "mean_logit": [S, M, N, Bt, K], "num_images": int}``.
@@ -139,16 +146,20 @@ def evaluate_perturbations(apply_fn: jit.ApplyFn, variables: dict[str, Any], sou
   groups = np.concatenate([cm, np.ones(((-m) % group, c), np.float32)]).reshape(-1, group, c)
   chunk = max(1, min(mask_chunk, group))
   static = jit.static(apply_fn)
+  mesh = mesh or distributed.make_mesh()
+  variables = jax.device_put(variables, distributed.replicated(mesh))
   correct, logit_sum, total = 0.0, 0.0, 0
-  for batch in pipeline.eval_batches(source, global_batch_size=batch_size, limit=limit):
-    parts = [_perturbation_sums(static, variables, batch["image"], batch["label"],
-                                batch["valid"], batch["index"], g, *args, np.uint32(seed),
-                                mask_chunk=chunk, clip=clip, transform=transform)
-             for g in groups]
-    k = np.concatenate([np.asarray(a, np.float64) for a, _ in parts], axis=1)[:, :m]
-    s = np.concatenate([np.asarray(b, np.float64) for _, b in parts], axis=1)[:, :m]
-    correct, logit_sum = correct + k, logit_sum + s
-    total += int(batch["valid"].sum())
+  with jax.set_mesh(mesh):
+    for batch in distributed.eval_batches(source, batch_size=batch_size, mesh=mesh, limit=limit,
+                                          fields=("image", "label", "valid", "index")):
+      parts = [_perturbation_sums(static, variables, batch["image"], batch["label"],
+                                  batch["valid"], batch["index"], g, *args, np.uint32(seed),
+                                  mask_chunk=chunk, clip=clip, transform=transform)
+               for g in groups]
+      k = np.concatenate([np.asarray(a, np.float64) for a, _ in parts], axis=1)[:, :m]
+      s = np.concatenate([np.asarray(b, np.float64) for _, b in parts], axis=1)[:, :m]
+      correct, logit_sum = correct + k, logit_sum + s
+      total += int(jnp.sum(batch["valid"]))
   return {"accuracy": correct / max(total, 1), "mean_logit": logit_sum / max(total, 1),
           "num_images": total}
 
@@ -166,7 +177,8 @@ def _direct_path_sums(apply_fn: jit.ApplyFn, variables: dict[str, Any], image: j
 
 def direct_path_accuracy(apply_fn: jit.ApplyFn, variables: dict[str, Any], source: Any,
                          channel_masks: ArrayLike, *, batch_size: int = 32,
-                         limit: int | None = None) -> dict[str, Any]:
+                         limit: int | None = None, mesh: jax.sharding.Mesh | None = None
+                         ) -> dict[str, Any]:
   r"""Per-attribute accuracy after removing channel sets, *simulated* from the unperturbed
   model's per-image logit terms (:func:`hpjax.hpnet.model.logit_terms`), without running
   the perturbation.
@@ -182,7 +194,9 @@ def direct_path_accuracy(apply_fn: jit.ApplyFn, variables: dict[str, Any], sourc
     source: labelled images (usually training images: the prediction must not see
       the images it is checked on).
     channel_masks: ``[M, C]`` keep masks (1 keep, 0 remove).
-    batch_size, limit: images per step; how many images.
+    batch_size, limit: images per step, over all devices (rounded up to a multiple of
+      the devices); how many images.
+    mesh: the device mesh (default :func:`hpjax.core.distributed.make_mesh`).
 
   Returns:
     ``{"accuracy": [M, K], "base_accuracy": [K], "num_images": int}``.
@@ -195,11 +209,15 @@ def direct_path_accuracy(apply_fn: jit.ApplyFn, variables: dict[str, Any], sourc
   if removed.ndim != 2 or removed.shape[1] != c:
     raise ValueError(f"expected channel_masks of shape [M, {c}], got {removed.shape}")
   removed = np.concatenate([np.zeros((1, c), np.float32), removed])  # row 0: nothing removed
+  mesh = mesh or distributed.make_mesh()
+  variables = jax.device_put(variables, distributed.replicated(mesh))
   correct, total = 0.0, 0
-  for batch in pipeline.eval_batches(source, global_batch_size=batch_size, limit=limit):
-    correct = correct + np.asarray(
-        _direct_path_sums(jit.static(apply_fn), variables, batch["image"], batch["label"],
-                          batch["valid"], removed), np.float64)
-    total += int(batch["valid"].sum())
+  with jax.set_mesh(mesh):
+    for batch in distributed.eval_batches(source, batch_size=batch_size, mesh=mesh, limit=limit,
+                                          fields=("image", "label", "valid")):
+      correct = correct + np.asarray(
+          _direct_path_sums(jit.static(apply_fn), variables, batch["image"], batch["label"],
+                            batch["valid"], removed), np.float64)
+      total += int(jnp.sum(batch["valid"]))
   acc = correct / max(total, 1)
   return {"accuracy": acc[1:], "base_accuracy": acc[0], "num_images": total}

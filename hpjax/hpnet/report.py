@@ -569,7 +569,8 @@ def render(workdir: str, results: dict[str, Any], *, config: dict[str, Any],
                   left=6))
   h.append(fig("attribute_correlation.png", "attribute correlation"))
   if at.get("localisation"):
-    h.append("<h3>Localisation on the generated faces (measured)</h3>")
+    h.append(f"<h3>Localisation against the test images' true regions "
+             f"({at.get('run', {}).get('dataset', 'test split')}, measured)</h3>")
     h.append("<p>Energy ratio = share of the map's mass inside the attribute's true region ÷ "
              "the region's share of the image (1 = uniform); pointing = the map's maximum "
              "falls in the region. HPNet's map per attribute is the importance-weighted mean "

@@ -11,6 +11,13 @@ batch into running sums, so memory does not grow with the number of images. Chan
 covariances use the pairwise merge of per-batch centred moments
 (:func:`hpjax.core.stats.moments_update`), accurate in float32 where raw sums of
 squares over millions of positions would cancel catastrophically.
+
+The pass is data-parallel: each batch is a global array sharded over the ``data`` axis
+of the device mesh (each process loads its own slice), the running sums are
+replicated, and every device reduces its own images; the batch sums meet in a few
+all-reduces of the small ``[C]``, ``[C, C]`` and ``[K, C, bins]`` sums, never a gather
+of the feature maps or masks (tests/hpnet/test_passes_sharding.py reads it from the
+compiled program).
 """
 from __future__ import annotations
 
@@ -22,11 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from hpjax.core import jit
+from hpjax.core import distributed, jit
 from hpjax.core.stats import (correlation_from_covariance, moments_init, moments_update,
                               profile_correlation)
 from hpjax.core.training import images_to_float
-from hpjax.data import pipeline
 from hpjax.hpnet import heads as heads_lib
 from hpjax.hpnet import model as model_lib
 
@@ -40,7 +46,7 @@ def _stats_init(variables: dict[str, Any], num_bins: int) -> dict[str, Any]:
   p = variables["params"]
   k, c = model_lib.head_weights(p).shape
   state = {"position": moments_init(c), "gap": moments_init(c), "gap_abs": jnp.zeros((c,)),
-           "logit_sum": jnp.zeros((k,)), "logit_sq": jnp.zeros((k,)), "images": jnp.zeros(())}
+           "logit": moments_init(k), "images": jnp.zeros(())}
   if model_lib.is_hpnet(variables):
     state.update(mask_sum=jnp.zeros((k, c)), contribution=jnp.zeros((k, c)),
                  contribution_abs=jnp.zeros((k, c)), binned=jnp.zeros((k, c, num_bins)))
@@ -82,23 +88,27 @@ def _stats_update(apply_fn: jit.ApplyFn, state: dict[str, Any], variables: dict[
         binned=state["binned"] + binned.reshape(k, c, num_bins) / (h * w))
   else:
     logits = model_lib.logits_from_features(p, f)
-  new.update(logit_sum=state["logit_sum"] + v @ logits,
-             logit_sq=state["logit_sq"] + v @ jnp.square(logits))
+  # Centred moments, not E[z²] − E[z]²: a logit's spread can be 1e-3 of its mean, where
+  # float32 raw sums of squares cancel (and any change of summation order shows).
+  new["logit"] = moments_update(state["logit"], logits, v)
   return new
 
 
 def collect_statistics(apply_fn: jit.ApplyFn, variables: dict[str, Any], source: Any, *,
-                       batch_size: int = 32, limit: int | None = None, num_bins: int = 32
-                       ) -> dict[str, np.ndarray]:
+                       batch_size: int = 32, limit: int | None = None, num_bins: int = 32,
+                       mesh: jax.sharding.Mesh | None = None) -> dict[str, np.ndarray]:
   """Streams ``source`` once through the frozen model and returns its statistics.
 
   Args:
     apply_fn: ``model.apply`` of HPNet or the baseline.
     variables: ``{"params", "batch_stats"}``.
     source: random-access source (usually the training split, docs/papers.md §A5, step 2).
-    batch_size: images per jitted update (memory: the mask tensor of one batch).
+    batch_size: images per jitted update, over all devices (memory: the mask tensor of
+      ``batch_size / devices`` images per device), rounded up to a multiple of the
+      devices (:func:`hpjax.core.distributed.pass_batch_size`).
     limit: use only the first ``limit`` images.
     num_bins: bins of the attention histogram (HPNet).
+    mesh: the device mesh (default :func:`hpjax.core.distributed.make_mesh`).
 
   Returns:
     A dict of NumPy arrays (C channels, K attributes, N images):
@@ -117,10 +127,15 @@ def collect_statistics(apply_fn: jit.ApplyFn, variables: dict[str, Any], source:
   References:
     docs/papers.md §A5 (step 2), §A6, §A7.
   """
-  state = _stats_init(variables, num_bins)
-  for batch in pipeline.eval_batches(source, global_batch_size=batch_size, limit=limit):
-    state = _stats_update(jit.static(apply_fn), state, variables, batch["image"],
-                          batch["valid"], num_bins=num_bins)
+  mesh = mesh or distributed.make_mesh()
+  repl = distributed.replicated(mesh)
+  state = jax.device_put(_stats_init(variables, num_bins), repl)
+  variables = jax.device_put(variables, repl)
+  with jax.set_mesh(mesh):
+    for batch in distributed.eval_batches(source, batch_size=batch_size, mesh=mesh, limit=limit,
+                                          fields=("image", "valid")):
+      state = _stats_update(jit.static(apply_fn), state, variables, batch["image"],
+                            batch["valid"], num_bins=num_bins)
   state = jax.device_get(state)
   n = max(float(state["images"]), 1.0)
   out = {"num_images": np.asarray(int(state["images"])), "num_bins": np.asarray(num_bins)}
@@ -129,11 +144,9 @@ def collect_statistics(apply_fn: jit.ApplyFn, variables: dict[str, Any], source:
     out[f"{name}_count"] = np.asarray(m.count, np.float64)
     out[f"{name}_mean"] = np.asarray(m.mean, np.float64)
     out[f"{name}_cov"] = np.asarray(m.m2, np.float64) / max(float(m.count) - 1.0, 1.0)
-  mean = np.asarray(state["logit_sum"], np.float64) / n
   out["gap_abs_mean"] = np.asarray(state["gap_abs"], np.float64) / n
-  out["logit_mean"] = mean
-  out["logit_std"] = np.sqrt(np.clip(np.asarray(state["logit_sq"], np.float64) / n - mean ** 2,
-                                     0.0, None))
+  out["logit_mean"] = np.asarray(state["logit"].mean, np.float64)
+  out["logit_std"] = np.sqrt(np.diag(np.asarray(state["logit"].m2, np.float64)) / n)
   if "mask_sum" in state:
     for name in ("mask_sum", "contribution", "contribution_abs", "binned"):
       out[name.replace("_sum", "_mean")] = np.asarray(state[name], np.float64) / n

@@ -4,6 +4,8 @@ Paper B: "Image Score: how to select useful samples" (arXiv 1812.00334). The
 loop that runs a :class:`SemiConfig` is :func:`hpjax.image_score.semisupervised.train`.
 Each preset names the command that runs it; override any field from the command
 line: ``python -m train.semisupervised --config digits --set similarity=jaccard``.
+Your own classes (docs/data.md, "Bring your own data"): any preset with
+``--set dataset=image_folder --set data_path=ROOT --set image_size=32``.
 """
 from __future__ import annotations
 
@@ -31,8 +33,12 @@ class SemiConfig:
   name: str = "custom"                  # preset name, recorded with the run
   dataset: str = "fashion_mnist"        # source for hpjax.data.sources.open_source
   data_path: str | None = None          # data set root (None: the source's default)
+  image_size: int | None = None         # side images are resized to (image_folder; None: as they are)
+  num_classes: int | None = None        # checked against the data set's classes (None: inferred)
+  test_fraction: float = 0.2            # image_folder without split folders: test share of each class
+  split_seed: int = 0                   # ...and the seed of that held-out split (same for every run seed)
   num_train: int | None = None          # subsample of the train split before splitting (None: all)
-  labelled_fraction: float = 0.6        # labelled share; the rest is the additional set
+  labelled_fraction: float = 0.6        # labelled share; the rest (+ an unlabelled pool) is additional
   model: str = "small_cnn"              # "small_cnn", "vgg16" or "resnet18"
   width: float = 1.0                    # multiplies every layer width of the model
   dropout_rate: float = 0.0             # dropout of the model (SmallCNN/ResNet18: before dense)
@@ -72,9 +78,18 @@ class SemiConfig:
     if self.similarity not in SIMILARITIES:
       raise ConfigError(f"config field similarity must be one of "
                         f"{', '.join(SIMILARITIES)}, got {self.similarity!r}")
-    if not 0.0 < self.labelled_fraction < 1.0:
-      raise ConfigError(f"config field labelled_fraction must be in (0, 1), got "
+    # 1: every labelled image trains, and the additional set is the unlabelled pool alone.
+    if not 0.0 < self.labelled_fraction <= 1.0:
+      raise ConfigError(f"config field labelled_fraction must be in (0, 1], got "
                         f"{self.labelled_fraction}")
+    if self.image_size is not None and self.image_size < 1:
+      raise ConfigError(f"config field image_size must be > 0 or None, got {self.image_size}")
+    if self.num_classes is not None and self.num_classes < 2:
+      raise ConfigError(f"config field num_classes must be >= 2 or None, got {self.num_classes}")
+    if not 0.0 < self.test_fraction < 1.0:
+      raise ConfigError(f"config field test_fraction must be in (0, 1), got {self.test_fraction}")
+    if self.split_seed < 0:
+      raise ConfigError(f"config field split_seed must be >= 0, got {self.split_seed}")
     if not self.fractions or any(not 0.0 <= a <= 1.0 for a in self.fractions):
       raise ConfigError(f"config field fractions must be values in [0, 1], got {self.fractions}")
     if self.target_class < 0:
@@ -126,6 +141,15 @@ SEMI_PRESETS: dict[str, SemiConfig] = {
         eval_batch_size=128, learning_rate=3e-3, num_train_scored=64, log_every=4,
         checkpoint_every=100),
 }
+
+
+def check_num_classes(config: SemiConfig, label_names: tuple[str, ...]) -> int:
+  """The data set's class count, checked against ``config.num_classes`` when set."""
+  if config.num_classes is not None and config.num_classes != len(label_names):
+    shown = ", ".join(label_names[:12]) + (", ..." if len(label_names) > 12 else "")
+    raise ConfigError(f"config field num_classes is {config.num_classes}, but data set "
+                      f"{config.dataset!r} has {len(label_names)} classes ({shown})")
+  return len(label_names)
 
 
 def class_fractions(config: SemiConfig, num_classes: int) -> np.ndarray:

@@ -49,7 +49,9 @@ speed): the counts are float32 sums of 0/1 values (exact below 2^24 units per
 layer) because XLA:CPU splits integer reductions into unfused reduce-windows;
 XLA:CPU still materialises the float comparison before its reduction, so rows
 are scored in blocks (``lax.map``) whose intermediate stays in L2 — without the
-blocks a 1024-image chunk ran several times slower. The mask and the threshold are folded
+blocks a 1024-image chunk ran several times slower. The block size is the chunking
+rule's (:mod:`hpjax.core.chunking`): this L2 budget on CPU, a share of device memory
+on GPU/TPU (where a batch fits in one block). The mask and the threshold are folded
 into one per-class "effective threshold" (the threshold where the mask is set,
 NaN elsewhere; ``x ≥ NaN`` is false), so the intersection is one compare and
 count per unit. Packed bits were not needed: the stored activations are floats
@@ -66,7 +68,9 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
+from hpjax.core import chunking, distributed
 from hpjax.image_score.reference import Reference
 from hpjax.image_score.taps import (TapArrays, aligned_taps, assigned_or_zeros, open_taps,
                                     padded_chunk)
@@ -84,15 +88,18 @@ def check_similarity(similarity: str, where: str) -> None:
 # The blocked kernel (pure, jittable)
 
 
-# Float32 bytes of the per-block compare intermediate: XLA:CPU materialises the
-# comparison before its (YNNPACK) reduction, so the rows are scored in blocks
-# whose intermediate stays in L2 instead of making a round trip to memory.
+# CPU: float32 bytes of the per-block compare intermediate. XLA:CPU materialises the
+# comparison before its (YNNPACK) reduction, so the rows are scored in blocks whose
+# intermediate stays in L2 instead of making a round trip to memory. Other backends
+# fuse compare and sum and size blocks from device memory (hpjax.core.chunking): a
+# batch then fits in one block, and no loop is compiled.
 _BLOCK_BYTES = 1 << 19
 
 
 def _rows_per_block(batch: int, units: int) -> int:
-  """The largest divisor of ``batch`` whose block stays within _BLOCK_BYTES."""
-  target = max(1, _BLOCK_BYTES // (4 * max(units, 1)))
+  """The largest divisor of ``batch`` within the chunking rule's rows per block
+  (:func:`hpjax.core.chunking.rows_per_chunk` of ``units`` float32 compares per row)."""
+  target = chunking.rows_per_chunk(4 * max(units, 1), cpu_bytes=_BLOCK_BYTES)
   if target >= batch:
     return batch
   return next(r for r in range(target, 0, -1) if batch % r == 0)
@@ -118,7 +125,23 @@ def _tap_counts(x: jax.Array, t_eff: jax.Array, t: jax.Array, assigned: jax.Arra
 
 def _layer_terms(reference: Reference, xs: Sequence[jax.Array], assigned: jax.Array,
                  similarity: str, eps: float) -> jax.Array:
-  """Per-layer log-similarities ``[batch, L]`` for taps aligned with the reference."""
+  """Per-layer log-similarities ``[batch, L]`` for taps aligned with the reference.
+
+  Under a mesh whose ``data`` axis splits the batch
+  (:func:`hpjax.core.distributed.data_axis`), each device scores its own rows
+  (``shard_map``): the blocks cover the local rows, the reference is replicated, and
+  nothing is gathered; every term is per image, so no collective is needed at all.
+  """
+  fn = functools.partial(_local_layer_terms, similarity=similarity, eps=eps)
+  axis = distributed.data_axis(assigned.shape[0])
+  if axis is not None:
+    fn = jax.shard_map(fn, in_specs=(P(), P(axis), P(axis)), out_specs=P(axis))
+  return fn(reference, tuple(xs), assigned)
+
+
+def _local_layer_terms(reference: Reference, xs: Sequence[jax.Array], assigned: jax.Array,
+                       similarity: str, eps: float) -> jax.Array:
+  """:func:`_layer_terms` on the rows at hand (one device's, or all of them)."""
   terms = []
   for l, (x, mask) in enumerate(zip(xs, reference.masks)):
     c = mask.shape[0]

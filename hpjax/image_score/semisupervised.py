@@ -11,6 +11,12 @@ with ``default_rng(seed)``; the first ``labelled_fraction`` of it is the labelle
 "training set", the rest the "additional set" whose labels are hidden from the
 loop (they are read only to *report* pseudo-label precision). Fashion-MNIST:
 36,000 / 24,000 of 60,000; CIFAR-10: 30,000 / 20,000 of 50,000 (the paper's).
+A data set with an ``unlabelled`` split (an image folder's ``ROOT/unlabelled/``,
+docs/data.md) adds every pool image to the additional set, after the train
+split's additional rows: the loop scores and selects from both alike, and
+precision and additional accuracy are reported over the images whose label is
+known (the train split's). ``labelled_fraction=1`` then trains on every
+labelled image and takes pseudo labels from the pool alone (precision NaN).
 
 **Schedule.** Pre-train ``pretrain_epochs`` (E1) on the labelled set; then
 ``retrain_epochs`` (E2) epochs, each of which
@@ -35,8 +41,11 @@ across all phases; an "epoch" is ``len(train set) // batch_size`` steps.
 **Workdir layout** (each phase is one :func:`hpjax.core.training.fit` run, so
 checkpoints, sharding and metrics are the shared ones)::
 
-  W/config.json            the SemiConfig (a re-run must match it)
-  W/split.npz              labelled / additional indices into the train split
+  W/config.json            the SemiConfig (a re-run must match it, but for the fields
+                           hpjax.core.workdir.MAY_CHANGE_ON_RESUME lets change)
+  W/resume.jsonl           those changes, one "resume" record per re-run that made any
+  W/data.json              the data: class names (label_names), image shape, split sizes
+  W/split.npz              labelled / additional rows (train split, then the unlabelled pool)
   W/pretrain/ or CACHE/<key>/   E1 epochs (shared across methods via pretrain_cache)
   W/epoch_001/selection.npz     the epoch's selection, written before its training
   W/epoch_001/checkpoints/      one fit() run
@@ -72,14 +81,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hpjax.core import distributed, io, training
+from hpjax.core import distributed, io, metrics_writer, training
+from hpjax.core import workdir as workdir_lib
 from hpjax.core.configs import from_dict
-from hpjax.core.errors import ConfigError
+from hpjax.core.errors import CheckpointError, ConfigError, DataError, WorkdirError
 from hpjax.data import pipeline
 from hpjax.data.base import ArraySource, get_batch
 from hpjax.data.sources import NEEDS_PATH, open_source
 from hpjax.image_score import selection
-from hpjax.image_score.config import SemiConfig, class_fractions
+from hpjax.image_score.config import SemiConfig, check_num_classes, class_fractions
 from hpjax.image_score.reference import Reference, ReferenceAccumulator
 from hpjax.image_score.scoring import SIMILARITIES, score_taps
 
@@ -102,13 +112,16 @@ class SemiData:
   """The arrays of one run.
 
   Attributes:
-    train_images: uint8 ``[N, H, W, C]``, the (subsampled) train split.
-    train_labels: int32 ``[N]`` true labels (hidden from the loop for ``additional``).
+    train_images: uint8 ``[N, H, W, C]``, the train split, then the unlabelled
+      pool's images (its last ``num_unlabelled`` rows), if the data set has one.
+    train_labels: int32 ``[N]`` true labels (hidden from the loop for ``additional``);
+      -1 for the pool's images (no label known).
     labelled: int ``[N_l]`` rows of the labelled set.
-    additional: int ``[N_a]`` rows of the additional set.
+    additional: int ``[N_a]`` rows of the additional set (pool rows included).
     test_images: uint8 ``[N_t, H, W, C]``.
     test_labels: int32 ``[N_t]``.
     label_names: class names.
+    num_unlabelled: images of the unlabelled pool (0: none).
   """
 
   train_images: np.ndarray
@@ -118,6 +131,7 @@ class SemiData:
   test_images: np.ndarray
   test_labels: np.ndarray
   label_names: tuple[str, ...]
+  num_unlabelled: int = 0
 
   @property
   def num_classes(self) -> int:
@@ -139,7 +153,8 @@ def split_indices(num_examples: int, labelled_fraction: float, seed: int,
 
   A ``default_rng(seed)`` permutation of ``range(num_examples)``; its first
   ``num_train`` rows (all if None) are kept, the first
-  ``round(labelled_fraction · kept)`` of them labelled, the rest additional.
+  ``round(labelled_fraction · kept)`` of them labelled, the rest additional
+  (none when ``labelled_fraction`` is 1: for a data set with an unlabelled pool).
 
   Returns:
     ``(labelled [N_l], additional [N_a])``, each sorted ascending.
@@ -150,25 +165,43 @@ def split_indices(num_examples: int, labelled_fraction: float, seed: int,
   n = num_examples if num_train is None else min(num_train, num_examples)
   order = np.random.default_rng(seed).permutation(num_examples)[:n]
   k = int(round(labelled_fraction * n))
-  if k < 1 or k >= n:
+  if k < 1 or (k >= n and labelled_fraction < 1.0):
     raise ConfigError(f"labelled_fraction {labelled_fraction} of {n} images leaves an empty "
                       "labelled or additional set")
   return np.sort(order[:k]), np.sort(order[k:])
 
 
+def open_split(config: SemiConfig, split: str) -> Any:
+  """One split of the run's data set (:func:`hpjax.data.sources.open_source`)."""
+  return open_source(config.dataset, split, path=config.data_path, image_size=config.image_size,
+                     test_fraction=config.test_fraction, seed=config.split_seed)
+
+
 def load_data(config: SemiConfig) -> SemiData:
-  """Reads the train and test splits into memory and splits the train split."""
-  train = open_source(config.dataset, "train", path=config.data_path)
-  test = open_source(config.dataset, "test", path=config.data_path)
+  """Reads the train and test splits (and an unlabelled pool) into memory and splits the
+  train split (module docstring, **Split**)."""
+  train = open_split(config, "train")
+  test = open_split(config, "test")
+  check_num_classes(config, tuple(train.label_names))
   tr = get_batch(train, np.arange(len(train)))
   te = get_batch(test, np.arange(len(test)))
   labelled, additional = split_indices(len(train), config.labelled_fraction, config.seed,
                                        config.num_train)
-  return SemiData(train_images=np.asarray(tr["image"]), train_labels=np.asarray(tr["label"],
-                                                                                np.int32),
-                  labelled=labelled, additional=additional, test_images=np.asarray(te["image"]),
+  images, labels = np.asarray(tr["image"]), np.asarray(tr["label"], np.int32)
+  num_pool = 0
+  if "unlabelled" in getattr(train, "splits", ()):
+    pool = open_split(config, "unlabelled")
+    num_pool = len(pool)
+    additional = np.concatenate([additional, np.arange(len(train), len(train) + num_pool)])
+    images = np.concatenate([images, np.asarray(get_batch(pool, np.arange(num_pool))["image"])])
+    labels = np.concatenate([labels, np.full(num_pool, -1, np.int32)])
+  if additional.size == 0:
+    raise ConfigError(f"config field labelled_fraction {config.labelled_fraction} leaves no "
+                      f"additional images: data set {config.dataset!r} has no unlabelled pool")
+  return SemiData(train_images=images, train_labels=labels, labelled=labelled,
+                  additional=additional, test_images=np.asarray(te["image"]),
                   test_labels=np.asarray(te["label"], np.int32),
-                  label_names=tuple(train.label_names))
+                  label_names=tuple(train.label_names), num_unlabelled=num_pool)
 
 
 # ----------------------------------------------------------------------------
@@ -381,29 +414,38 @@ def epoch_record(epoch: int, analysis: dict[str, np.ndarray], data: SemiData,
   Args:
     epoch: 0 for the pre-trained model, else the re-training epoch.
     analysis: :func:`analyse` of the model after the epoch.
-    data: the run's data (true labels of the additional set are read here only).
+    data: the run's data (true labels of the additional set are read here only;
+      the unlabelled pool's images have none and are left out of the accuracies
+      and the precision, not of the selection counts).
     selected: the selection the epoch trained with, ``{"index": [K] rows of the
       additional set, "pseudo": [K] their predicted labels}``; None for epoch 0.
     seconds: wall times of the epoch's parts.
   """
   c = data.num_classes
   add_true = data.train_labels[data.additional]
+  known = add_true >= 0
+  add_pred = analysis["add_pred"][known]
   rec: dict[str, Any] = {
       "epoch": epoch,
       "test_accuracy": float(np.mean(analysis["test_pred"] == data.test_labels)),
       "test_accuracy_per_class": per_class_accuracy(analysis["test_pred"], data.test_labels,
                                                     c).tolist(),
       # How well the model labels the whole additional set (Fig. 5's "labelling accuracy").
-      "additional_accuracy": float(np.mean(analysis["add_pred"] == add_true)),
-      "additional_accuracy_per_class": per_class_accuracy(analysis["add_pred"], add_true,
-                                                          c).tolist(),
+      "additional_accuracy": (float(np.mean(add_pred == add_true[known])) if known.any()
+                              else None),
+      "additional_accuracy_per_class": (per_class_accuracy(add_pred, add_true[known],
+                                                           c).tolist() if known.any()
+                                        else [None] * c),
       "seconds": seconds,
   }
   if selected is not None:
-    prec, prec_c, counts = pseudo_label_precision(selected["pseudo"],
-                                                  add_true[selected["index"]], c)
+    pseudo, true = selected["pseudo"], add_true[selected["index"]]
+    prec, prec_c, _ = pseudo_label_precision(pseudo[true >= 0], true[true >= 0], c)
+    counts = np.bincount(np.asarray(pseudo, np.int64), minlength=c)
     rec.update(num_selected=int(counts.sum()), num_selected_per_class=counts.tolist(),
                precision=_nan_to_none(prec), precision_per_class=_nan_to_none(prec_c))
+    if data.num_unlabelled:
+      rec["num_selected_unlabelled"] = int(np.sum(true < 0))
   return rec
 
 
@@ -419,12 +461,16 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
 
 # Fields that do not change the pre-training, so runs differing only in them share it.
 _NOT_PRETRAIN = ("name", "method", "mode", "target_class", "fractions", "similarity",
-                 "retrain_epochs", "pretrain_cache", "log_every", "worker_count")
+                 "retrain_epochs", "pretrain_cache", "log_every", "worker_count", "num_classes")
+# Fields added after caches existed: hashed only away from these defaults, so the
+# caches of earlier runs keep their keys.
+_LATER_FIELDS = {"image_size": None, "test_fraction": 0.2, "split_seed": 0}
 
 
 def pretrain_key(config: SemiConfig) -> str:
   """Content address of the pre-training (a hash of the fields that determine it)."""
-  fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_PRETRAIN}
+  fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_PRETRAIN
+            and not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
   return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -453,28 +499,66 @@ def _phase_config(config: SemiConfig, phase: str, num_examples: int, epochs: int
                      seed=seed)
 
 
-def _check_config(config: SemiConfig, workdir: str) -> None:
-  """Writes ``W/config.json``, or checks that a re-run uses the same config."""
+def _read_config_json(workdir: str) -> dict[str, Any]:
+  """``W/config.json`` as a dict; one :class:`WorkdirError` line if it does not read."""
   path = os.path.join(workdir, "config.json")
-  current = json.loads(json.dumps(dataclasses.asdict(config)))
-  if os.path.exists(path):
+  try:
     with open(path) as f:
       saved = json.load(f)
-    if saved != current:
-      diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-      raise ConfigError(f"workdir {workdir} holds a run with a different config (fields "
-                        f"{', '.join(diff)}); use a new workdir or the same settings")
-  else:
+  except json.JSONDecodeError as e:
+    raise WorkdirError(f"{path}: not JSON ({e.msg}, line {e.lineno} column {e.colno}); it "
+                       "records the run's config: restore it, or use a new --workdir") from None
+  except UnicodeDecodeError:
+    raise WorkdirError(f"{path}: not JSON (not UTF-8 text); it records the run's config: "
+                       "restore it, or use a new --workdir") from None
+  if not isinstance(saved, dict):
+    raise WorkdirError(f"{path}: expected a JSON object (the run's config), got "
+                       f"{type(saved).__name__}")
+  return saved
+
+
+def _check_config(config: SemiConfig, workdir: str) -> None:
+  """Writes ``W/config.json``, or compares a re-run's config with it
+  (:func:`hpjax.core.workdir.compare_configs`, the one comparison of every workdir).
+
+  Fields that may change on resume update ``W/config.json`` and are recorded in
+  ``W/resume.jsonl`` (and so in ``W/metrics.jsonl``) as a ``"resume"`` record at the
+  last finished epoch.
+  """
+  path = os.path.join(workdir, "config.json")
+  current = io.to_json(dataclasses.asdict(config))
+  if not os.path.exists(path):
+    io.write_json(path, current)
+    return
+  changed = workdir_lib.compare_configs(_read_config_json(workdir), current,
+                                        where=f"workdir {workdir}")
+  if changed:
+    rdir = os.path.join(workdir, "records")
+    done = [int(n[6:9]) for n in (os.listdir(rdir) if os.path.isdir(rdir) else [])
+            if n.startswith("epoch_") and n.endswith(".json")]
+    step = max(done, default=0)
+    workdir_lib.warn(f"workdir {workdir}: resuming after epoch {step} with "
+                     f"{workdir_lib.describe_changes(changed)} (recorded in metrics.jsonl)")
+    if jax.process_index() == 0:  # an append is not idempotent: one process writes it
+      io.append_text(os.path.join(workdir, "resume.jsonl"),
+                     json.dumps({"step": step, "kind": "resume", "changed": changed}) + "\n")
     io.write_json(path, current)
 
 
 def read_run_config(workdir: str) -> SemiConfig:
-  """The :class:`SemiConfig` of a run directory."""
+  """The :class:`SemiConfig` of a run directory.
+
+  Raises:
+    ConfigError: no ``config.json`` there.
+    WorkdirError: it is not JSON, or not a valid config (one line naming the file).
+  """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise ConfigError(f"{workdir}: no config.json there; is it a train.semisupervised workdir?")
-  with open(path) as f:
-    return from_dict(SemiConfig, json.load(f))
+  try:
+    return from_dict(SemiConfig, _read_config_json(workdir))
+  except (ConfigError, TypeError, ValueError) as e:
+    raise WorkdirError(f"{path}: not a valid run config ({e})") from None
 
 
 def _write_metrics(workdir: str) -> list[dict[str, Any]]:
@@ -485,8 +569,12 @@ def _write_metrics(workdir: str) -> list[dict[str, Any]]:
     if name.endswith(".json"):
       with open(os.path.join(rdir, name)) as f:
         records.append(json.load(f))
-  lines = [json.dumps({"step": r["epoch"], "kind": "semi", **r}) for r in records]
-  io.write_text(os.path.join(workdir, "metrics.jsonl"), "".join(l + "\n" for l in lines))
+  lines = [(r["epoch"], json.dumps({"step": r["epoch"], "kind": "semi", **r})) for r in records]
+  resumes = os.path.join(workdir, "resume.jsonl")  # written by _check_config
+  if os.path.exists(resumes):
+    lines += [(r["step"], json.dumps(r)) for r in metrics_writer.read_records(resumes)]
+  lines.sort(key=lambda x: x[0])  # stable: a resume record follows its epoch's
+  io.write_text(os.path.join(workdir, "metrics.jsonl"), "".join(l + "\n" for _, l in lines))
   return records
 
 
@@ -504,9 +592,21 @@ def train(config: SemiConfig, workdir: str, *, progress: bool = True,
   Returns:
     The last "semi" record written.
 
+  Raises:
+    WorkdirError: the workdir is unusable or in use (:func:`hpjax.core.workdir.lock`),
+      a write failed, or a finished phase's checkpoint does not restore.
+    ConfigError: ``config`` differs from the run's in a field that must match.
+
   References:
     docs/papers.md §B4.
   """
+  with workdir_lib.lock(workdir):
+    return _train(config, workdir, progress=progress, max_epochs=max_epochs)
+
+
+def _train(config: SemiConfig, workdir: str, *, progress: bool, max_epochs: int | None
+           ) -> dict[str, Any]:
+  """:func:`train` under the workdir's lock."""
   if config.pretrain_epochs < 1:
     raise ConfigError("config field pretrain_epochs must be >= 1 (the loop labels the "
                       "additional set with the pre-trained model)")
@@ -519,6 +619,7 @@ def train(config: SemiConfig, workdir: str, *, progress: bool = True,
   class_fractions(config, data.num_classes)
   os.makedirs(workdir, exist_ok=True)
   _check_config(config, workdir)
+  _check_data(data, config, workdir)
   split_path = os.path.join(workdir, "split.npz")
   if not os.path.exists(split_path):
     io.write_npz(split_path, labelled=data.labelled, additional=data.additional)
@@ -530,7 +631,7 @@ def train(config: SemiConfig, workdir: str, *, progress: bool = True,
   repl = distributed.replicated(mesh)
 
   def phase_state(prev_dir: str) -> training.TrainState:
-    return training.restore_state(prev_dir, template, repl)
+    return finished_phase_state(prev_dir, template, repl)
 
   # Pre-training (shared through the cache when set).
   pdir = pretrain_dir(config, workdir)
@@ -604,20 +705,58 @@ def train(config: SemiConfig, workdir: str, *, progress: bool = True,
   return records[-1]
 
 
+def finished_phase_state(phase: str, template: training.TrainState,
+                         sharding: jax.sharding.Sharding) -> training.TrainState:
+  """The trained state of a finished phase: its newest checkpoint, and no other (an
+  older one is a state from the middle of the phase).
+
+  Raises:
+    CheckpointError: that checkpoint does not restore (one line).
+  """
+  steps = training.checkpoint_steps(phase)
+  if not steps:
+    raise CheckpointError(f"{phase}: no checkpoint of this finished phase; use a new --workdir")
+  try:
+    return training.restore_state(phase, template, sharding, step=steps[0])
+  except CheckpointError as e:
+    raise CheckpointError(f"{e}; it is the trained state of the finished phase {phase}, "
+                          "which the run cannot do without: use a new --workdir") from None
+
+
 def load_final_state(workdir: str) -> tuple[SemiConfig, training.TrainState]:
-  """The config and the latest trained state of a run (its last finished phase)."""
+  """The config and the trained state of a run's last finished phase (the pre-training,
+  or the last re-training epoch with a record)."""
   config = read_run_config(workdir)
   data_shape, num_classes = _data_meta(config)
   model = build_model(config, num_classes)
-  template = training.create_train_state(model, optax.adam(config.learning_rate), data_shape,
-                                         config.seed)
+  template = jax.eval_shape(lambda: training.create_train_state(
+      model, optax.adam(config.learning_rate), data_shape, config.seed))
   epochs = [e for e in range(config.retrain_epochs, 0, -1)
-            if os.path.isdir(os.path.join(phase_dir(workdir, e), "checkpoints"))]
+            if os.path.exists(record_path(workdir, e))]
   d = phase_dir(workdir, epochs[0]) if epochs else pretrain_dir(config, workdir)
-  return config, training.restore_state(d, template,
-                                        distributed.replicated(distributed.make_mesh()))
+  return config, finished_phase_state(d, template,
+                                      distributed.replicated(distributed.make_mesh()))
 
 
 def _data_meta(config: SemiConfig) -> tuple[tuple[int, ...], int]:
-  src = open_source(config.dataset, "test", path=config.data_path)
+  src = open_split(config, "test")
   return tuple(src.image_shape), len(src.label_names)
+
+
+def _check_data(data: SemiData, config: SemiConfig, workdir: str) -> None:
+  """Writes ``W/data.json`` (the class names, recorded with the run), or checks that a
+  re-run reads the same classes and image shape."""
+  path = os.path.join(workdir, "data.json")
+  current = {"dataset": config.dataset, "label_names": list(data.label_names),
+             "image_shape": list(data.train_images.shape[1:]),
+             "num_train": int(data.train_images.shape[0] - data.num_unlabelled),
+             "num_unlabelled": data.num_unlabelled, "num_test": int(data.test_labels.size)}
+  if not os.path.exists(path):
+    io.write_json(path, current)
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  for key in ("label_names", "image_shape"):
+    if saved.get(key) != current[key]:
+      raise DataError(f"{path}: the run was trained with {key} {saved.get(key)}, the data set "
+                      f"now gives {current[key]}; use a new workdir for the changed data")

@@ -139,3 +139,147 @@ def test_streamed_heads_equal_reference_with_traced_transform(shape, rows):
   assert float(jax.numpy.abs(got[2]).max()) > 0  # d/d(n, β) really flows
   np.testing.assert_allclose(streamed_heads(params, f, 1.0, 0.0, rows=rows)[0],
                              head_logits(params, f, 1.0, 0.0)[0], rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# The GPU check script (benchmarks/gpu.py; issue 11, item 5).
+
+def test_gpu_check_quick_run_writes_json_and_markdown(tmp_path, capsys):
+  """The quick run on this CPU: the same code path as on a GPU, on tiny shapes."""
+  import math
+
+  from benchmarks import gpu
+
+  # One variant over two batch sizes keeps it short; a generous budget so that a loaded
+  # machine does not skip the second batch size.
+  assert gpu.main(["--quick", "--variants", "streamed", "--batches", "2,4",
+                   "--budget-s", "900", "--out", str(tmp_path)]) == 0
+  names = sorted(p.name for p in tmp_path.iterdir())
+  assert len(names) == 2 and names[0].endswith(".gpu_check.quick.json"), names
+  assert names[1].endswith(".gpu_check.quick.md")
+  r = json.loads((tmp_path / names[0]).read_text())
+  assert r["quick"] is True and r["errors"] == [] and r["machine"]["machine"] in names[0]
+  assert r["config"]["variants"] == {"streamed": {"stream_heads": True,
+                                                  "head_matmul_dtype": None}}
+  c = r["ceilings"]
+  assert set(c["matmul_tflops"]) == {"bfloat16", "float32_default", "float32_highest"}
+  assert all(v > 0 for v in c["matmul_tflops"].values()) and c["copy_gbps"] > 0
+  assert c["peak_mb"] is None  # a CPU has no memory_stats()
+  rows = r["hpnet"]
+  assert [(x["variant"], x["batch"], x["status"]) for x in rows] == [
+      ("streamed", 2, "ok"), ("streamed", 4, "ok")], rows
+  for x in rows:
+    assert x["images_per_s"] > 0 and x["first_step_s"] >= x["compile_s"] > 0
+    assert x["train_tflops"] > 0 and 0 < x["fraction_of_bf16_ceiling"] < math.inf
+    assert math.isfinite(x["loss_first"]) and math.isfinite(x["loss_last"])
+    assert x["peak_mb"] is None and x["xla_memory"]["total_mb"] > 0
+    assert x["while_trip_counts"] and min(x["while_trip_counts"]) >= 1  # the streamed heads' scan
+  # 3 × forward FLOPs at the reported rate.
+  assert rows[0]["train_tflops"] == pytest.approx(
+      3 * rows[0]["forward_gflops_per_image"] * rows[0]["images_per_s"] / 1e3, rel=1e-3)
+  prof = rows[0]["profile"]
+  assert "error" not in prof, prof
+  assert prof["steps"] == 2 and prof["kernels_per_step"] >= 10
+  assert prof["kernels_per_step"] == prof["hlo_ops_per_step"] and "XLA:CPU" in prof["counted_as"]
+  assert "profile" not in rows[1]  # only the smallest batch is profiled
+  s = r["image_score"]
+  assert s["status"] == "ok" and s["tap_bytes_per_image"] > 0
+  assert all(v > 0 for v in s["images_per_s"].values())
+  assert 0 < s["score_only_fraction_of_copy"] and 0 < s["fused_fraction_of_copy"]
+  md = (tmp_path / names[1]).read_text()
+  for heading in ("## Ceilings", "## HPNet train step (16x16x3, K=4", "Kernels per step",
+                  "## Image score"):
+    assert heading in md, heading
+  assert "[gpu-check" in capsys.readouterr().err  # progress lines as it goes
+
+
+def test_gpu_check_counts_kernels_from_device_streams():
+  """A GPU-shaped trace: stream kernels and copies, the XLA Ops line, launch calls."""
+  from benchmarks import gpu
+
+  hlo = ("ENTRY %main {\n  %fusion.1 = f32[4]{0} fusion(%p), kind=kLoop\n"
+         "  ROOT %while.2 = (s32[], f32[4]{0}) while(%t), condition=%c, body=%b\n}\n")
+  ops = gpu.hlo_opcodes(hlo)
+  assert ops == {"fusion.1": "fusion", "while.2": "while"}
+  planes = [("/device:GPU:0", "Stream #13(Kernel,MemcpyD2H)",
+             ["loop_add_fusion", "sm90_xmma_gemm", "MemcpyD2H", "loop_add_fusion"]),
+            ("/device:GPU:0", "Stream #14(Memset)", ["Memset"]),
+            ("/device:GPU:0", "XLA Ops", ["fusion.1", "fusion.1", "custom-call.3"]),
+            ("/device:GPU:0", "CUPTI overhead", ["x"]),
+            ("/host:CUPTI", "Host Threads/1", ["cuLaunchKernel", "cuLaunchKernelEx",
+                                               "cuGraphLaunch (CudaGraph:3)", "cuMemAlloc"]),
+            ("/host:CPU", "python", ["fusion.1", "PjitFunction(step)"])]
+  got = gpu.trace_counts(planes, ops, steps=2, accelerator=True)
+  assert got["kernels_per_step"] == 1.5 and got["copies_per_step"] == 1.0
+  assert got["hlo_ops_per_step"] == 1.5 and got["host_launches_per_step"] == 1.5
+  assert "GPU streams" in got["counted_as"]
+  # No stream lines (a CPU): XLA:CPU's thunks, the while itself left out.
+  cpu = gpu.trace_counts([("/host:CPU", "tf_XLAPjRtCpuClient/1",
+                           ["while.2", "fusion.1", "end: fusion.1", "fusion.1"])], ops, steps=1,
+                         accelerator=False)
+  assert cpu["kernels_per_step"] == 2.0 and cpu["host_launches_per_step"] is None
+  # A GPU trace without CUPTI's streams: unknown, not the host's thunks.
+  blind = gpu.trace_counts(planes[-1:], ops, steps=1, accelerator=True)
+  assert blind["kernels_per_step"] is None and "no device stream" in blind["counted_as"]
+
+
+def test_gpu_check_sweep_records_oom_and_budget(monkeypatch):
+  """Out of memory skips the variant's larger batches; a batch size that would overrun
+  the variant's share of the budget is skipped, and so are the larger ones."""
+  import time
+
+  from benchmarks import gpu
+
+  calls = []
+
+  def fake(plan, variant, batch, profile):
+    calls.append((batch, profile))
+    if batch == 128:
+      return {"variant": variant, "batch": batch, "status": "oom", "error": "RESOURCE_EXHAUSTED"}
+    return {"variant": variant, "batch": batch, "status": "ok", "images_per_s": 1.0,
+            "compile_s": 10.0, "first_step_s": 11.0, "steps": 2, "step_s_median": 0.5,
+            "peak_mb": 1.0}
+
+  monkeypatch.setattr(gpu, "train_config", fake)
+  rows = []
+  gpu.sweep(gpu.QUICK, "materialised", [64, 128, 256], time.time() + 600,
+            lambda kind, data: rows.append(data))
+  assert calls == [(64, True), (128, False)]
+  assert [x["status"] for x in rows] == ["ok", "oom", "skipped"]
+  assert rows[2]["reason"] == "out of memory at batch 128"
+  # Compilation again (1.2 x 10 s) and twice the steps (2.2 x (1 + 2 x 0.5) s).
+  assert gpu.next_estimate(rows[0], 30.0) == pytest.approx(16.4)
+  assert gpu.next_estimate(rows[1], 30.0) == pytest.approx(45.0)
+  rows.clear()
+  calls.clear()
+  # 10 s left: batch 64 runs (nothing is known yet), 256 would need 16.4 s.
+  gpu.sweep(gpu.QUICK, "streamed", [64, 256, 512], time.time() + 10, lambda k, d: rows.append(d))
+  assert calls == [(64, True)]
+  assert [(x["status"], x.get("reason")) for x in rows] == [
+      ("ok", None), ("skipped", "time budget"), ("skipped", "time budget")]
+  assert gpu._failure(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to "
+                                   "allocate 9.0GiB\nmore"))[0] == "oom"
+  assert gpu._failure(ValueError("bad")) == ("error", "ValueError: bad")
+  assert gpu.parse_messages('noise\n@gpu-check {"kind": "hpnet", "data": {"batch": 2}}\n') == [
+      ("hpnet", {"batch": 2})]
+
+
+@pytest.mark.parametrize("args,line", [
+    (["--batches", "64,x"], "error: python -m benchmarks.gpu: --batches expects comma-separated "
+                            "positive integers, e.g. 64,128; got '64,x'"),
+    (["--variants", "streamed,fast"], "error: python -m benchmarks.gpu: --variants expects a "
+     "comma-separated subset of materialised,materialised_bf16,streamed,streamed_bf16; "
+     "got 'streamed,fast'"),
+    (["--budget-s", "0"], "error: python -m benchmarks.gpu: --budget-s expects a positive "
+                          "number of seconds; got '0'"),
+    # The full plan on a CPU is refused before any measurement.
+    (["--in-process"], "error: python -m benchmarks.gpu: JAX's default device is a CPU; the "
+                       "full check is sized for a large GPU (run it with --quick on a CPU)"),
+])
+def test_gpu_check_bad_arguments_are_one_line(args, line, tmp_path, capsys):
+  from benchmarks import gpu
+
+  assert gpu.main([*args, "--out", str(tmp_path)]) == 2
+  err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("[gpu-check")]
+  assert err == [line]
+  assert list(tmp_path.iterdir()) == []  # nothing written

@@ -4,7 +4,6 @@ import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,11 @@ from hpjax.core import configs, distributed, training
 from hpjax.data.synthetic import SyntheticFaces
 from hpjax.core.errors import NonFiniteLossError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from subprocess_fixtures import assert_trees_close as _assert_trees_close
+from subprocess_fixtures import env as _env
+from subprocess_fixtures import free_port as _free_port
+
 SMOKE = ATTRIBUTE_PRESETS["smoke"]
-
-
-def _env(devices: int = 1, **extra) -> dict:
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_", "HPJAX_"))}
-  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             PYTHONPATH=ROOT, **extra)
-  return env
 
 
 def _train_cmd(workdir, *sets):
@@ -42,13 +37,6 @@ def _train_cmd(workdir, *sets):
 def _final_params(workdir) -> dict:
   _, state, _ = experiment.load(str(workdir))
   return jax.tree.map(np.asarray, state.params)
-
-
-def _assert_trees_close(a, b, atol):
-  flat_a, flat_b = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert len(flat_a) == len(flat_b)
-  for x, y in zip(flat_a, flat_b):
-    np.testing.assert_allclose(x, y, atol=atol, rtol=0)
 
 
 def test_step_on_4_devices_equals_single_device():
@@ -76,12 +64,6 @@ def test_step_on_4_devices_equals_single_device():
   # And the step changed something: the comparison is not between two initial states.
   moved = np.abs(results[0][0]["heads"]["kernel"] - np.asarray(state0.params["heads"]["kernel"]))
   assert moved.max() > 1e-3
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def test_two_processes_train_to_the_same_parameters_as_one(tmp_path):

@@ -81,7 +81,7 @@ def test_prepared_cache_returns_identical_arrays(raw, cache):
     assert len(a) == len(b) and a.image_shape == b.image_shape and a.label_names == b.label_names
     idx = np.arange(len(a))
     ra, rb = get_batch(a, idx), b.get_batch(idx)
-    assert set(ra) == set(rb) == {"image", "label", "landmarks"}
+    assert set(ra) == set(rb) == {"image", "label", "landmarks", "boxes"}
     for k in ra:
       np.testing.assert_array_equal(ra[k], rb[k])
       assert ra[k].dtype == rb[k].dtype
@@ -299,3 +299,38 @@ def test_hostile_images_fail_on_decode_naming_the_file(raw, tmp_path, case):
     src[0]
   msg = str(e.value)
   assert "000001.jpg" in msg and piece in msg and "\n" not in msg, msg
+
+
+def test_landmark_boxes_golden():
+  # CelebA's typical aligned face (178x218 file) at image_size None: the crop moves y by -20.
+  lm = np.array([[69, 91], [108, 91], [88, 115], [72, 132], [105, 132]])
+  boxes = celeba.landmark_boxes(lm, 178)
+  at = lambda a: boxes[celeba.ATTRIBUTES.index(a)].tolist()
+  assert at("Eyeglasses") == [49, 67, 128, 107]      # ex0 - d/2, ey - 0.6d, ex1 + d/2, ey + 0.4d; d = 39
+  assert at("Smiling") == at("Big_Lips") == [64, 118, 113, 146]
+  assert at("Mustache") == [64, 115, 113, 132]
+  assert at("Wearing_Hat") == [30, 0, 147, 45]       # clipped at the top
+  assert at("Wearing_Necktie") == [33, 171, 144, 178]  # clipped at the bottom
+  assert at("Male") == at("Blond_Hair") == [0, 0, 0, 0]  # no compact region: never scored
+  mapped = {a for v in celeba.LANDMARK_REGIONS.values() for a in v}
+  assert len(mapped) == 24 and mapped <= set(celeba.ATTRIBUTES)
+  assert (boxes[:, 2] > boxes[:, 0]).sum() == 24
+  np.testing.assert_array_equal(celeba.landmark_boxes(np.stack([lm, lm + 1]), 178)[0], boxes)
+
+
+def test_examples_carry_the_landmarks_boxes_also_from_an_old_cache(raw, cache, tmp_path):
+  src = celeba.CelebA(raw[0], "train", image_size=64)
+  ex = src[2]
+  np.testing.assert_array_equal(ex["boxes"], celeba.landmark_boxes(ex["landmarks"], 64))
+  assert ex["boxes"].shape == (40, 4) and ex["boxes"].dtype == np.int32
+  # A cache written before examples had boxes: derived from its landmarks on read.
+  old = str(tmp_path / "old")
+  shutil.copytree(cache, old)
+  man = json.load(open(os.path.join(old, "manifest.json")))
+  for entry in man["splits"].values():
+    os.remove(os.path.join(old, entry["arrays"].pop("boxes")["file"]))
+  with open(os.path.join(old, "manifest.json"), "w") as f:
+    json.dump(man, f)
+  prepared = celeba.CelebAPrepared(old, "train")
+  np.testing.assert_array_equal(prepared.get_batch(np.arange(3))["boxes"], get_batch(src, np.arange(3))["boxes"])
+  np.testing.assert_array_equal(prepared[2]["boxes"], ex["boxes"])

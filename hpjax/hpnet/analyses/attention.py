@@ -5,8 +5,9 @@ Fig. 4 (top-3 channel masks per attribute), Fig. 5 (the K×C grid of mean mask
 values), Fig. 6 (the C×C channel correlation) and Table 4 (attributes correlated
 through their Fig. 5 rows) are read from the shared statistics pass
 (:mod:`hpjax.hpnet.statistics`). The claim that attention masks focus on the regions
-that matter is *measured* on the generated faces, whose true regions are known:
-HPNet's attention and Grad-CAM (either model) are scored against them, beside two
+that matter is *measured* wherever true regions are known (the generated faces' region
+masks; the boxes of an attribute table's region columns or of CelebA's landmarks,
+:mod:`hpjax.data.regions`): HPNet's attention and Grad-CAM (either model) are scored against them, beside two
 image-independent controls (a mean-map prior and a centre prior).
 """
 from __future__ import annotations
@@ -21,15 +22,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from hpjax.core import io, jit
+from hpjax.core import distributed, io, jit
 from hpjax.core.training import images_to_float
-from hpjax.data import pipeline
+from hpjax.data.base import get_batch
+from hpjax.data.regions import box_masks
 from hpjax.hpnet import model as model_lib
 from hpjax.hpnet import runs, statistics
 
 
 # ---------------------------------------------------------------------------
-# Saliency and localisation (docs/papers.md §A6; measured on the generated faces).
+# Saliency and localisation (docs/papers.md §A6; measured against true regions).
 
 def grad_cam(head_fn: Callable[[jax.Array], jax.Array], f: jax.Array, *,
              attribute_chunk: int | None = None) -> jax.Array:
@@ -43,17 +45,28 @@ def grad_cam(head_fn: Callable[[jax.Array], jax.Array], f: jax.Array, *,
   For the GAP + dense baseline this is exactly CAM (Zhou et al. 2016).
 
   Args:
-    head_fn: features ``[B, H, W, C]`` → logits ``[B, K]``.
+    head_fn: features ``[B, H, W, C]`` → logits ``[B, K]``, image by image.
     f: features ``[B, H, W, C]``.
     attribute_chunk: attributes back-propagated side by side (None: all at once).
 
   Returns:
     ``[B, K, H, W]``, non-negative.
   """
-  logits, vjp = jax.vjp(head_fn, f)
-  k = logits.shape[-1]
-  cot = jnp.broadcast_to(jnp.eye(k, dtype=logits.dtype)[:, None, :], (k,) + logits.shape)
-  grads = jax.lax.map(lambda ct: vjp(ct)[0], cot, batch_size=attribute_chunk or k)
+  b, k = f.shape[0], jax.eval_shape(head_fn, f).shape[-1]
+  a = min(attribute_chunk or k, k)
+  # A chunk of `a` attributes is one VJP of the heads on `a` copies of each image, copy i
+  # with attribute i's one-hot cotangent (images stay the major axis: a batch split over
+  # devices stays split). Not jax.vmap over the cotangents of one VJP: XLA:CPU (jaxlib
+  # 0.10.2) miscompiles that program for HPNet's heads (its YNNPACK reduce fusion; every
+  # second attribute's gradient came out wrong, by up to its own size); this is right.
+  rows = jnp.concatenate([jnp.eye(k, dtype=f.dtype), jnp.zeros(((-k) % a, k), f.dtype)])
+
+  def chunk(onehot):  # [a, K] → d(onehot · logits) / df for each row, [a, B, H, W, C]
+    copies = jnp.broadcast_to(f[:, None], (b, a) + f.shape[1:]).reshape((-1,) + f.shape[1:])
+    _, vjp = jax.vjp(head_fn, copies)
+    return jnp.moveaxis(vjp(jnp.tile(onehot, (b, 1)))[0].reshape((b, a) + f.shape[1:]), 1, 0)
+
+  grads = jax.lax.map(chunk, rows.reshape(-1, a, k)).reshape((-1,) + f.shape)[:k]
   alpha = jnp.mean(grads, axis=(2, 3))  # [K, B, C]
   return nn.relu(jnp.einsum("kbc,bhwc->bkhw", alpha, f))
 
@@ -205,13 +218,30 @@ def _prior_localisation_batch(priors, label, regions, valid):
   return localisation_subsets(maps, label, regions, valid)
 
 
+def has_regions(batch: dict[str, np.ndarray]) -> bool:
+  """Whether a batch (or example) carries ground-truth regions: ``"regions"`` masks (the
+  generated faces) or ``"boxes"`` (attribute tables with region columns, CelebA's
+  landmarks: :mod:`hpjax.data.regions`)."""
+  return "regions" in batch or "boxes" in batch
+
+
 def _regions(batch: dict[str, np.ndarray]) -> np.ndarray:
-  """The batch's ground-truth ``regions [B, K, H, W]``; a source without them cannot be
-  scored."""
-  if "regions" not in batch:
-    raise ValueError("localisation needs a source with ground-truth 'regions' "
-                     "(the generated faces)")
-  return batch["regions"]
+  """The batch's ground-truth ``regions bool [B, K, H, W]``, drawn from its ``"boxes"``
+  when it has no masks; a source without either cannot be scored."""
+  if "regions" in batch:
+    return batch["regions"]
+  if "boxes" in batch:
+    h, w = batch["image"].shape[1:3]
+    return box_masks(batch["boxes"], h, w)
+  raise ValueError("localisation needs a source with ground-truth 'regions' or 'boxes' "
+                   "(the generated faces, an attribute table with region columns, CelebA "
+                   "with its landmarks)")
+
+
+def _with_regions(batch: dict[str, np.ndarray], *keys: str) -> dict[str, np.ndarray]:
+  """The fields ``keys`` of a host batch and its ``regions`` (drawn on the host), the
+  fields a localisation pass puts on the devices."""
+  return {**{k: batch[k] for k in keys}, "regions": _regions(batch)}
 
 
 def _summaries(total: dict[str, Any]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
@@ -273,11 +303,12 @@ def saliency_maps(apply_fn: jit.ApplyFn, variables: dict[str, Any], images: Arra
 
 def localisation(apply_fn: jit.ApplyFn, variables: dict[str, Any], source: Any, *,
                  importance: ArrayLike | None = None, batch_size: int = 16,
-                 limit: int | None = None, controls: bool = False
+                 limit: int | None = None, controls: bool = False,
+                 mesh: jax.sharding.Mesh | None = None
                  ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
   """How well attention (HPNet) and Grad-CAM (either model) fall on the true regions.
 
-  Needs a source with ``"regions" bool [K, H, W]`` (the generated faces). Scores
+  Needs a source with ground-truth regions (:func:`has_regions`). Scores
   are averaged over (image, attribute) pairs, once over all images (the region is
   where the evidence *would* be when the attribute is absent) and once over the
   images that have the attribute (``"present"``).
@@ -291,6 +322,11 @@ def localisation(apply_fn: jit.ApplyFn, variables: dict[str, Any], source: Any, 
       (valid) images, per attribute, the same ``[K, H, W]`` for every image; it is
       computed on the images it is scored on, which can only flatter it; and
       ``"centre_prior"`` (:func:`centre_prior`, the same for every attribute).
+    batch_size: images per step over all devices, rounded up to a multiple of the
+      devices (:func:`hpjax.core.distributed.pass_batch_size`); each device computes
+      the maps of its own images, and only the ``[K]`` and ``[K, H, W]`` sums are
+      all-reduced.
+    mesh: the device mesh (default :func:`hpjax.core.distributed.make_mesh`).
 
   Returns:
     ``{map_name: {"all" | "present": localisation_summary}}``.
@@ -301,38 +337,49 @@ def localisation(apply_fn: jit.ApplyFn, variables: dict[str, Any], source: Any, 
   if model_lib.is_hpnet(variables) and importance is None:
     raise ValueError("HPNet localisation needs the channel importance [K, C]")
   imp = None if importance is None else jnp.asarray(importance, jnp.float32)
+  mesh = mesh or distributed.make_mesh()
+  variables = jax.device_put(variables, distributed.replicated(mesh))
   total, map_sum, images = None, None, 0
-  for batch in pipeline.eval_batches(source, global_batch_size=batch_size, limit=limit):
-    regions = _regions(batch)
-    # Two attributes per backward pass: memory of two HPNet head passes, and faster
-    # than one at a time (lax.map with batch_size=1 does not vectorise).
-    s, m = _localisation_batch(jit.static(apply_fn), variables, batch["image"], batch["label"],
-                               regions, batch["valid"], imp, attribute_chunk=2)
-    total, map_sum = _add(total, s), _add(map_sum, m)
-    images += int(batch["valid"].sum())
-    shape = regions.shape[1:]
+  with jax.set_mesh(mesh):
+    for batch in distributed.eval_batches(
+        source, batch_size=batch_size, mesh=mesh, limit=limit,
+        fields=lambda b: _with_regions(b, "image", "label", "valid")):
+      # Two attributes per backward pass: memory of two HPNet head passes, and faster
+      # than one at a time (lax.map with batch_size=1 does not vectorise).
+      s, m = _localisation_batch(jit.static(apply_fn), variables, batch["image"],
+                                 batch["label"], batch["regions"], batch["valid"], imp,
+                                 attribute_chunk=2)
+      total, map_sum = _add(total, s), _add(map_sum, m)
+      images += int(jnp.sum(batch["valid"]))
+      shape = batch["regions"].shape[1:]
   out = _summaries(total)
   if controls:
     priors = {f"{name}_mean_map": m / max(images, 1) for name, m in map_sum.items()}
     priors["centre_prior"] = np.broadcast_to(centre_prior(*shape[1:]), shape)
-    out.update(prior_localisation(priors, source, batch_size=batch_size, limit=limit))
+    out.update(prior_localisation(priors, source, batch_size=batch_size, limit=limit,
+                                  mesh=mesh))
   return out
 
 
 def prior_localisation(priors: dict[str, ArrayLike], source: Any, *, batch_size: int = 16,
-                       limit: int | None = None) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+                       limit: int | None = None, mesh: jax.sharding.Mesh | None = None
+                       ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
   """Scores fixed maps ``{name: [K, H, W]}``, the same map for every image, with the
   metrics and subsets of :func:`localisation` (controls for it: a saliency map that
-  beats these knows more than where attributes usually are).
+  beats these knows more than where attributes usually are). Data-parallel as
+  :func:`localisation` (``batch_size``, ``mesh``).
 
   Returns:
     ``{name: {"all" | "present": localisation_summary}}``.
   """
   p = {name: jnp.asarray(m, jnp.float32) for name, m in priors.items()}
+  mesh = mesh or distributed.make_mesh()
   total = None
-  for batch in pipeline.eval_batches(source, global_batch_size=batch_size, limit=limit):
-    total = _add(total, _prior_localisation_batch(p, batch["label"], _regions(batch),
-                                                  batch["valid"]))
+  with jax.set_mesh(mesh):
+    for batch in distributed.eval_batches(source, batch_size=batch_size, mesh=mesh, limit=limit,
+                                          fields=lambda b: _with_regions(b, "label", "valid")):
+      total = _add(total, _prior_localisation_batch(p, batch["label"], batch["regions"],
+                                                    batch["valid"]))
   return _summaries(total)
 
 
@@ -382,7 +429,7 @@ def run(trained: runs.TrainedRun, *, baseline: runs.TrainedRun | None = None,
 
   # Fig. 4: for each shown attribute, the first test image that has it.
   test = trained.split("test")
-  pool = test.get_batch(np.arange(min(len(test), 512)))
+  pool = get_batch(test, np.arange(min(len(test), 512)))
   shown = [a for a in FIG4_ATTRIBUTES if a in names] or names[:6]
   rows, ids = [], []
   for a in shown:
@@ -420,7 +467,7 @@ def run(trained: runs.TrainedRun, *, baseline: runs.TrainedRun | None = None,
       "channel_correlation_offdiag_mean": float(corr_c[~np.eye(c, dtype=bool)].mean()),
       "fig4_rows": [{"attribute": a, "test_image": i, "channels": ch} for a, i, ch in rows]}
 
-  if "regions" in pool:
+  if has_regions(pool):
     loc = {}
     s = localisation(trained.apply_fn, trained.variables, test, importance=importance,
                      batch_size=batch_size, limit=limit, controls=True)

@@ -140,3 +140,19 @@ def test_localisation_means_skip_attributes_without_pairs():
                            "pointing": np.array([1.0, 0.0])}}}
   m = attention.localisation_means(loc)["a"]["present"]
   assert m == {"ratio": 2.0, "pointing": 1.0, "share": 0.5, "area": 0.25}
+
+
+@pytest.mark.parametrize("chunk", [1, 2, None])
+def test_grad_cam_of_hpnet_equals_one_gradient_per_attribute(hp, src, chunk):
+  """jax.vmap over one VJP's cotangents, as grad_cam did, came out wrong for every second
+  attribute on XLA:CPU (jaxlib 0.10.2: its YNNPACK reduce fusion), by up to the map's size."""
+  model, v, apply = hp
+  f = apply(v, float_images(src, 6))[1]["features"]
+  p = v["params"]
+  cam = jax.jit(lambda p, f: attention.grad_cam(
+      lambda ff: model_lib.logits_from_features(p, ff), f, attribute_chunk=chunk))(p, f)
+  one = jax.jit(lambda p, f, k: jax.grad(
+      lambda ff: model_lib.logits_from_features(p, ff)[:, k].sum())(f))
+  want = np.stack([np.maximum(np.einsum("bc,bhwc->bhw", one(p, f, k).mean((1, 2)), f), 0)
+                   for k in range(K)], 1)
+  np.testing.assert_allclose(cam, want, rtol=1e-4, atol=1e-3 * np.abs(want).max())
