@@ -451,3 +451,16 @@ def write_image_folder(root: str, *, per_class: int = 10, classes: tuple[str, ..
   for i in range(unlabelled):
     put(f"unlabelled/u{i:03d}", None, i, SHAPE_CLASSES[i % len(SHAPE_CLASSES)])
   return {"classes": tuple(classes), "files": files, "pixels": pixels}
+
+
+def one_line_error(fn, *pieces: str) -> str:
+  """Calls FN, expects a one-line DataError containing every piece; returns the message."""
+  import pytest
+  from hpjax.core.errors import DataError
+  with pytest.raises(DataError) as e:
+    fn()
+  msg = str(e.value)
+  assert "\n" not in msg, msg
+  for p in pieces:
+    assert p in msg, msg
+  return msg

@@ -7,6 +7,8 @@ import tempfile
 
 import numpy as np
 import pytest
+
+import data_fixtures as fx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,16 +26,6 @@ def touch(root, rel: str, data: bytes = b"x") -> str:
   with open(path, "wb") as f:
     f.write(data)
   return path
-
-
-def one_line_error(fn, *pieces: str) -> str:
-  with pytest.raises(DataError) as e:
-    fn()
-  msg = str(e.value)
-  assert "\n" not in msg, msg
-  for p in pieces:
-    assert p in msg, msg
-  return msg
 
 
 # --------------------------------------------------------------------------- what a walk returns
@@ -65,7 +57,7 @@ def test_links_inside_the_root_are_followed(tmp_path):
   walk = FolderWalk(root)
   assert walk.images("cats") == ("cats/c.png", "cats/more/x.jpg")
   # The same file reached twice in one walk (cats/c.png, then store/cat1.png) is a duplicate.
-  one_line_error(lambda: walk.images("store"), "store/cat1.png", "cats/c.png", "a duplicate")
+  fx.one_line_error(lambda: walk.images("store"), "store/cat1.png", "cats/c.png", "a duplicate")
 
 
 # --------------------------------------------------------------------------- hostile trees, one per rule
@@ -76,21 +68,21 @@ def test_link_escaping_the_root(tmp_path):
   outside = touch(str(tmp_path), "secret/passwd.jpg")
   touch(root, "cls/a.jpg")
   os.symlink(outside, os.path.join(root, "cls", "b.jpg"))
-  one_line_error(lambda: FolderWalk(root).images("cls"), os.path.join(root, "cls", "b.jpg"),
+  fx.one_line_error(lambda: FolderWalk(root).images("cls"), os.path.join(root, "cls", "b.jpg"),
                  "a path escaping the root")
   os.remove(os.path.join(root, "cls", "b.jpg"))
   os.symlink(str(tmp_path / "secret"), os.path.join(root, "cls", "sub"))  # a folder outside
-  one_line_error(lambda: FolderWalk(root).images("."), "cls/sub", "escaping the root")
+  fx.one_line_error(lambda: FolderWalk(root).images("."), "cls/sub", "escaping the root")
 
 
 def test_symlink_loops(tmp_path):
   root = str(tmp_path / "r")
   touch(root, "cls/a.jpg")
   os.symlink("..", os.path.join(root, "cls", "up"))
-  one_line_error(lambda: FolderWalk(root).images("cls"), "cls/up", "a symlink loop")
+  fx.one_line_error(lambda: FolderWalk(root).images("cls"), "cls/up", "a symlink loop")
   os.remove(os.path.join(root, "cls", "up"))
   os.symlink("self.jpg", os.path.join(root, "cls", "self.jpg"))  # a link to itself
-  one_line_error(lambda: FolderWalk(root).images("cls"), "cls/self.jpg", "a symlink loop")
+  fx.one_line_error(lambda: FolderWalk(root).images("cls"), "cls/self.jpg", "a symlink loop")
 
 
 def test_dangling_links(tmp_path):
@@ -100,7 +92,7 @@ def test_dangling_links(tmp_path):
   walk = FolderWalk(root)
   assert walk.images("cls") == ("cls/a.jpg",) and walk.skipped == ("cls/readme.txt",)
   os.symlink("gone.jpg", os.path.join(root, "cls", "b.jpg"))
-  one_line_error(lambda: FolderWalk(root).images("cls"), "cls/b.jpg", "'gone.jpg', which does not exist (missing image)")
+  fx.one_line_error(lambda: FolderWalk(root).images("cls"), "cls/b.jpg", "'gone.jpg', which does not exist (missing image)")
 
 
 @pytest.mark.parametrize("second, how", [
@@ -124,14 +116,14 @@ def test_duplicates(tmp_path, second, how):
   def run():
     for w in where:
       walk.images(w)
-  one_line_error(run, how, "a duplicate")
+  fx.one_line_error(run, how, "a duplicate")
 
 
 def test_special_file_with_an_image_name(tmp_path):
   root = str(tmp_path / "r")
   touch(root, "cls/a.jpg")
   os.mkfifo(os.path.join(root, "cls", "b.jpg"))  # reading it would block forever
-  one_line_error(lambda: FolderWalk(root).images("cls"), "cls/b.jpg", "a special file")
+  fx.one_line_error(lambda: FolderWalk(root).images("cls"), "cls/b.jpg", "a special file")
 
 
 def test_non_utf8_name(tmp_path):
@@ -139,13 +131,13 @@ def test_non_utf8_name(tmp_path):
   touch(root, "cls/a.jpg")
   with open(os.path.join(os.fsencode(root), b"cls", b"caf\xe9.jpg"), "wb") as f:
     f.write(b"x")
-  one_line_error(lambda: FolderWalk(root).images("cls"), "expected a file name in UTF-8")
+  fx.one_line_error(lambda: FolderWalk(root).images("cls"), "expected a file name in UTF-8")
 
 
 def test_root_missing_or_a_file(tmp_path):
-  one_line_error(lambda: FolderWalk(str(tmp_path / "nope")), "nope", "found nothing")
+  fx.one_line_error(lambda: FolderWalk(str(tmp_path / "nope")), "nope", "found nothing")
   f = touch(str(tmp_path), "file.jpg")
-  one_line_error(lambda: FolderWalk(f), "file.jpg", "found a file")
+  fx.one_line_error(lambda: FolderWalk(f), "file.jpg", "found a file")
 
 
 def test_unreadable_folder(tmp_path):
@@ -155,7 +147,7 @@ def test_unreadable_folder(tmp_path):
   touch(root, "cls/a.jpg")
   os.chmod(os.path.join(root, "cls"), 0)
   try:
-    one_line_error(lambda: FolderWalk(root).images("cls"), "expected a readable folder")
+    fx.one_line_error(lambda: FolderWalk(root).images("cls"), "expected a readable folder")
   finally:
     os.chmod(os.path.join(root, "cls"), 0o755)
 
@@ -172,7 +164,7 @@ def test_resolve_paths_named_by_a_table(tmp_path):
                      ("/etc/passwd.jpg", "relative to"), ("img\\a.jpg", "forward slashes"),
                      ("img/.a.jpg", "hidden"), ("img/a.txt", "an image name"),
                      ("img/b.jpg", "missing image"), ("img/a.jpg", "img/a.jpg named twice")]:
-    one_line_error(lambda: walk.resolve(rel, "t.csv line 7"), "t.csv line 7", piece)
+    fx.one_line_error(lambda: walk.resolve(rel, "t.csv line 7"), "t.csv line 7", piece)
 
 
 # --------------------------------------------------------------------------- fuzzing the walk
@@ -260,9 +252,9 @@ def test_seeded_split_is_stratified_deterministic_and_per_class():
 
 
 def test_seeded_split_refuses_what_cannot_be_split():
-  one_line_error(lambda: seeded_split(["a", "a"], {"test": 0.2, "validation": 0.2}, seed=0,
+  fx.one_line_error(lambda: seeded_split(["a", "a"], {"test": 0.2, "validation": 0.2}, seed=0,
                                       where={"a": "ROOT/a"}),
                  "ROOT/a: expected at least 3 images to fill test, validation and train", "found 2")
-  one_line_error(lambda: seeded_split(["a"] * 5, {"test": 0.6, "validation": 0.5}, seed=0), "summing below 1")
-  one_line_error(lambda: seeded_split(["a"] * 5, {"test": 0.2}, seed=-1), "split seed")
+  fx.one_line_error(lambda: seeded_split(["a"] * 5, {"test": 0.6, "validation": 0.5}, seed=0), "summing below 1")
+  fx.one_line_error(lambda: seeded_split(["a"] * 5, {"test": 0.2}, seed=-1), "split seed")
   assert np.array_equal(np.asarray(seeded_split(["a"] * 5, {"test": 0.0}, seed=0)), ["train"] * 5)

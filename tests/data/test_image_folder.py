@@ -38,16 +38,6 @@ def copy_of(shapes, tmp_path) -> str:
   return root
 
 
-def one_line(fn, *pieces: str) -> str:
-  with pytest.raises(DataError) as e:
-    fn()
-  msg = str(e.value)
-  assert "\n" not in msg, msg
-  for p in pieces:
-    assert p in msg, msg
-  return msg
-
-
 # --------------------------------------------------------------------------- layouts
 
 
@@ -93,7 +83,7 @@ def test_split_folders_as_given(tmp_path):
   os.rename(os.path.join(root, "test"), os.path.join(root, "val"))
   assert len(imf.ImageFolder(root, "val")) == 6 and imf.ImageFolder(root, "validation").splits == (
       "train", "validation", "unlabelled")
-  one_line(lambda: imf.ImageFolder(root, "test"), "expected a split among train, validation, unlabelled")
+  fx.one_line_error(lambda: imf.ImageFolder(root, "test"), "expected a split among train, validation, unlabelled")
 
 
 # --------------------------------------------------------------------------- the decode policy
@@ -289,7 +279,7 @@ HOSTILE = [
 def test_hostile_trees_fail_at_open_with_one_line(shapes, tmp_path, name, breaker, pieces):
   root = copy_of(shapes, tmp_path)
   breaker(root)
-  one_line(lambda: imf.ImageFolder(root, "train", image_size=None), root, *pieces)
+  fx.one_line_error(lambda: imf.ImageFolder(root, "train", image_size=None), root, *pieces)
 
 
 def test_truncated_image_fails_on_decode_naming_it(shapes, tmp_path):
@@ -299,7 +289,7 @@ def test_truncated_image_fails_on_decode_naming_it(shapes, tmp_path):
   with open(path, "wb") as f:
     f.write(data[: len(data) // 2])  # the header is intact: opening succeeds
   src = next(s for s in imf.open_splits(root, image_size=16).values() if "square/003.jpg" in s.filenames)
-  one_line(lambda: src[src.filenames.index("square/003.jpg")], "square/003.jpg",
+  fx.one_line_error(lambda: src[src.filenames.index("square/003.jpg")], "square/003.jpg",
            "corrupt or truncated JPEG data")
 
 
@@ -307,19 +297,19 @@ def test_split_folders_must_share_classes_and_hold_only_splits(tmp_path):
   root = str(tmp_path / "f")
   fx.write_image_folder(root, per_class=3, split_folders=True, test_per_class=2)
   shutil.rmtree(os.path.join(root, "test", "square"))
-  one_line(lambda: imf.ImageFolder(root, "train"),
+  fx.one_line_error(lambda: imf.ImageFolder(root, "train"),
            os.path.join(root, "test"), "expected the class folders of", "missing 'square'")
   shutil.copytree(os.path.join(root, "train", "square"), os.path.join(root, "test", "square"))
   os.makedirs(os.path.join(root, "extras"))
-  one_line(lambda: imf.ImageFolder(root, "train"), "extras", "expected only the split folders")
+  fx.one_line_error(lambda: imf.ImageFolder(root, "train"), "extras", "expected only the split folders")
 
 
 def test_bad_arguments(shapes):
   root = shapes[0]
-  one_line(lambda: imf.ImageFolder(root, "train", test_fraction=0.7, validation_fraction=0.4),
+  fx.one_line_error(lambda: imf.ImageFolder(root, "train", test_fraction=0.7, validation_fraction=0.4),
            "split fractions")
-  one_line(lambda: imf.ImageFolder(root, "train", image_size=0), "image_size")
-  one_line(lambda: imf.ImageFolder(root + "-nope", "train"), "expected a folder of images, found nothing")
+  fx.one_line_error(lambda: imf.ImageFolder(root, "train", image_size=0), "image_size")
+  fx.one_line_error(lambda: imf.ImageFolder(root + "-nope", "train"), "expected a folder of images, found nothing")
 
 
 # --------------------------------------------------------------------------- sources, cache, inspect
@@ -354,9 +344,9 @@ def test_prepared_cache_returns_identical_arrays(shapes, tmp_path, monkeypatch):
   logs = []
   prepare.prepare_image_folder(root, dst, image_size=16, workers=0, log=logs.append)
   assert "already prepared and verified" in logs[-1]
-  one_line(lambda: prepare.prepare_image_folder(root, dst, image_size=16, seed=3, workers=0),
+  fx.one_line_error(lambda: prepare.prepare_image_folder(root, dst, image_size=16, seed=3, workers=0),
            "already holds a cache with seed 0, asked for 3")
-  one_line(lambda: prepare.Prepared(dst, "train", dataset="celeba"), "expected a prepared celeba cache, found one of image_folder")
+  fx.one_line_error(lambda: prepare.Prepared(dst, "train", dataset="celeba"), "expected a prepared celeba cache, found one of image_folder")
   # Worker processes give the same bytes.
   monkeypatch.setattr(prepare, "_CHUNK", 8)
   mp = str(tmp_path / "mp")
