@@ -6,6 +6,12 @@
       --target-class 6 --seed 0 --workdir runs/semi/fm_sm_c6_s0
   python -m train.semisupervised --config cifar10 --set data_path=/data/cifar-10-batches-bin \\
       --method image_score --seed 0 --workdir runs/semi/c10_is_s0
+  python -m train.semisupervised --config fashion_mnist_tables --suite tables \\
+      --workdir runs/semi/fm_tables
+
+With --suite, WORKDIR is the root of a whole experiment set (hpjax.image_score.suite):
+every run of it in turn, each in its own directory below WORKDIR; the set picks
+each run's method, mode, class and seed, --config and --set the rest.
 
 Pre-trains E1 epochs on the labelled part of the training split, then re-trains E2
 epochs, adding each epoch the top α_c of the additional images predicted as
@@ -20,7 +26,7 @@ import os
 from hpjax.core import cli
 from hpjax.core.errors import ConfigError
 from hpjax.image_score import config as semi_config
-from hpjax.image_score import semisupervised
+from hpjax.image_score import semisupervised, suite
 
 
 @cli.guarded
@@ -33,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                  help="add pseudo labels of all classes, or only of --target-class")
   p.add_argument("--target-class", type=int, default=None, help="the class of mode per_class")
   p.add_argument("--seed", type=int, default=None, help="split, init, data order (default 0)")
+  p.add_argument("--suite", choices=tuple(suite.SUITES), default=None,
+                 help="run a whole experiment set under WORKDIR (resumed if present)")
   p.add_argument("--workdir", required=True, help="run directory (created; resumed if present)")
   cli.add_training_args(p, set_example="similarity=jaccard")
   args = p.parse_args(argv)
@@ -40,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
            ("seed", args.seed))
   config = cli.training_config(args, semi_config.SEMI_PRESETS,
                                [f"{field}={value}" for field, value in flags if value is not None])
+  if args.suite:
+    given = [f"--{f.replace('_', '-')}" for f, v in flags if v is not None]
+    if given:
+      raise ConfigError(f"--suite {args.suite} sets each run's method, mode, class and seed; "
+                        f"drop {', '.join(given)}")
+    suite.run_suite(args.suite, config, args.workdir, progress=not args.no_progress)
+    print(f"experiment set {args.suite} done in {os.path.abspath(args.workdir)}")
+    return 0
   if args.mode == "per_class" and args.target_class is None:
     raise ConfigError("--mode per_class needs --target-class C")
   record = semisupervised.train(config, args.workdir, progress=not args.no_progress)

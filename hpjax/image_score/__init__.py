@@ -11,6 +11,8 @@ The modules, from the score outwards:
   :func:`score_taps`, the NumPy oracle :func:`score_numpy_loop`).
 * :mod:`~hpjax.image_score.fused`: the score behind the jitted forward pass.
 * :mod:`~hpjax.image_score.stored`: taps on disk and their score.
+* :mod:`~hpjax.image_score.intermediates`: taps of any Flax model (:func:`tapped_apply`,
+  :func:`tap_names`).
 * :mod:`~hpjax.image_score.selection`: top-α per predicted class.
 * :mod:`~hpjax.image_score.models`: the tapped classifiers (SmallCNN, VGG16, ResNet18).
 * :mod:`~hpjax.image_score.config`: the semi-supervised run's config and presets.
@@ -23,6 +25,7 @@ The modules, from the score outwards:
 The scoring and selection API is importable from this package.
 """
 from hpjax.image_score.fused import make_fused_scorer
+from hpjax.image_score.intermediates import tap_names, tapped_apply
 from hpjax.image_score.reference import (Reference, ReferenceAccumulator, fit_dataset_reference,
                                          fit_reference)
 from hpjax.image_score.scoring import (DEFAULT_EPS, SIMILARITIES, score, score_numpy_loop,
@@ -37,4 +40,5 @@ __all__ = [
     "TapWriter", "VGG16_FRACTIONS", "fit_dataset_reference", "fit_reference", "load_taps",
     "make_fused_scorer", "save_taps", "score", "score_numpy_loop", "score_stored", "score_taps",
     "select_per_class", "select_random", "select_top", "selection_counts", "softmax_confidence",
+    "tap_names", "tapped_apply",
 ]

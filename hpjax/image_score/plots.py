@@ -10,7 +10,10 @@ pre-trained and the final model of a run). Images are those of true class c (the
 paper's "class testing accuracy"), each scored against its *predicted* class, as
 the loop scores unlabelled images. The intervals are equal widths from the 5th
 percentile of the scores up to 0, the lowest one open below
-(:func:`score_edges`). The AUROC of the score for "correctly labelled"
+(:func:`score_edges`), computed once per figure data set from the pooled scores
+of both stages, both splits and every similarity it shows, so that the
+intervals of the pre-trained and the final model (and of the similarities) are
+the same intervals. The AUROC of the score for "correctly labelled"
 summarises "accuracy rises with the score" in one number per similarity (0.5:
 no relation).
 
@@ -92,46 +95,73 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float | None:
   return float(classification_metrics.auroc(s, y)[0])
 
 
-def figure_data(scores_npz: str, *, cls: int | None = 0, num_bins: int = 8) -> dict[str, Any]:
+def figure_data(scores_npz: str, *, cls: int | None = 0, num_bins: int = 8,
+                similarities: Sequence[str] = SIMILARITIES,
+                edges: Sequence[float] | None = None) -> dict[str, Any]:
   """Figs. 2–4 numbers of one run: per stage (pretrain/final), split and similarity.
+
+  Every interval count of the result uses **one** set of edges, so that "share of
+  images in (a, b]" means the same interval for both stages, both splits and
+  every similarity: by default :func:`score_edges` of the pooled scores of
+  everything the result holds (the selected images of both stages and splits,
+  under every similarity in ``similarities``).
 
   Args:
     scores_npz: a run's ``scores.npz``.
     cls: true class of the images (None: all images).
-    num_bins: intervals.
+    num_bins: intervals (with ``edges``: ``len(edges) - 1``).
+    similarities: the similarities to include (and pool for the edges).
+    edges: ``num_bins + 1`` increasing edges to use instead (e.g. another run's,
+      to compare two figures); None for -inf.
 
   Returns:
-    ``{stage: {similarity: {"edges", "train": intervals, "test": intervals,
-    "auroc_train", "auroc_test"}, "softmax_auroc_test", "accuracy_test",
-    "accuracy_train"}}``.
+    ``{"class", "edges", "edges_from", stage: {similarity: {"edges", "train":
+    intervals, "test": intervals, "auroc_train", "auroc_test"},
+    "softmax_auroc_test", "accuracy_test", "accuracy_train"}}``; ``"edges"`` (None
+    for -inf) is the same list at the top and in every entry, ``"edges_from"``
+    names the stages, splits and similarities pooled for it. A split missing
+    from the file (no labelled images scored) is left out.
 
   References:
     docs/papers.md §B5; paper B Figs. 2–4.
   """
   d = load_npz(scores_npz)
-  out: dict[str, Any] = {"class": cls}
-  for stage in ("pretrain", "final"):
-    if f"{stage}_test_scores" not in d:
-      continue
-    st: dict[str, Any] = {}
-    sel = {}
-    for split in ("train", "test"):
+  names = [str(x) for x in d["similarities"]] if "similarities" in d else list(SIMILARITIES)
+  stages = [st for st in ("pretrain", "final") if f"{st}_test_scores" in d]
+  splits = {st: [sp for sp in ("train", "test") if f"{st}_{sp}_scores" in d] for st in stages}
+  sel: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # (mask, correct)
+  for stage in stages:
+    for split in splits[stage]:
       labels = d[f"{stage}_{split}_labels"]
-      sel[split] = np.ones(labels.shape, bool) if cls is None else labels == cls
-      correct = d[f"{stage}_{split}_pred"] == labels
-      st[f"accuracy_{split}"] = float(np.mean(correct[sel[split]]))
-      sel[split] = (sel[split], correct)
-    st["softmax_auroc_test"] = auroc(d[f"{stage}_test_conf"][sel["test"][0]],
-                                     sel["test"][1][sel["test"][0]])
-    for i, sim in enumerate(SIMILARITIES):
-      both = np.concatenate([d[f"{stage}_{sp}_scores"][i][sel[sp][0]] for sp in ("train", "test")])
-      edges = score_edges(both, num_bins)
-      entry: dict[str, Any] = {"edges": [None if not np.isfinite(e) else float(e) for e in edges]}
-      for split in ("train", "test"):
-        m, correct = sel[split]
-        s = d[f"{stage}_{split}_scores"][i][m]
-        entry[split] = score_intervals(s, correct[m], edges)
-        entry[f"auroc_{split}"] = auroc(s, correct[m])
+      mask = np.ones(labels.shape, bool) if cls is None else labels == cls
+      sel[stage, split] = (mask, d[f"{stage}_{split}_pred"] == labels)
+
+  def scores(stage: str, split: str, sim: str) -> np.ndarray:
+    return d[f"{stage}_{split}_scores"][names.index(sim)][sel[stage, split][0]]
+
+  if edges is None:
+    pooled = [scores(st, sp, sim) for st in stages for sp in splits[st] for sim in similarities]
+    edge_arr = score_edges(np.concatenate(pooled) if pooled else np.zeros((0,)), num_bins)
+  else:
+    edge_arr = np.asarray([-np.inf if e is None else e for e in edges], np.float64)
+  edge_list = [None if not np.isfinite(e) else float(e) for e in edge_arr]
+  pooled_from = {"stages": stages, "splits": sorted({sp for st in stages for sp in splits[st]}),
+                 "similarities": list(similarities)}
+  out: dict[str, Any] = {"class": cls, "edges": edge_list, "edges_from": pooled_from}
+  for stage in stages:
+    st: dict[str, Any] = {}
+    for split in splits[stage]:
+      mask, correct = sel[stage, split]
+      st[f"accuracy_{split}"] = float(np.mean(correct[mask])) if mask.any() else None
+    mask, correct = sel[stage, "test"]
+    st["softmax_auroc_test"] = auroc(d[f"{stage}_test_conf"][mask], correct[mask])
+    for sim in similarities:
+      entry: dict[str, Any] = {"edges": list(edge_list)}
+      for split in splits[stage]:
+        mask, correct = sel[stage, split]
+        s = scores(stage, split, sim)
+        entry[split] = score_intervals(s, correct[mask], edge_arr)
+        entry[f"auroc_{split}"] = auroc(s, correct[mask])
       st[sim] = entry
     out[stage] = st
   return out

@@ -17,28 +17,38 @@ from typing import Any, Sequence
 from hpjax.core import io
 from hpjax.image_score.assembly import assembly_table
 from hpjax.image_score.plots import figure_data, plot_epochs, plot_intervals
-from hpjax.image_score.runs import load_runs
-from hpjax.image_score.tables import (SAMPLES, comparison_table, format_cell,
-                                      markdown_comparison, similarity_table, wall_times)
+from hpjax.image_score.runs import load_runs, runs_from_summary, runs_summary
+from hpjax.image_score.tables import (SAMPLES, TABLE_MODES, comparison_table, format_cell,
+                                      markdown_comparison, markdown_precision, precision_table,
+                                      similarity_table, table_heading, wall_times)
 
 
-def evaluate(workdirs: Sequence[str], out: str, *, fig_class: int = 0,
-             num_resamples: int = 10000,
+def evaluate(workdirs: Sequence[str] | None, out: str, *, summary: str | None = None,
+             fig_class: int = 0, num_resamples: int = 10000,
              plot_similarities: Sequence[str] = ("recall",)) -> dict[str, Any]:
-  """All tables and figures of the runs in ``workdirs``; writes ``out/semisupervised.{json,md}``
-  and the PNGs.
+  """All tables and figures of the runs in ``workdirs``; writes ``out/semisupervised.{json,md}``,
+  ``out/runs_summary.json`` (:func:`~hpjax.image_score.runs.runs_summary`) and the PNGs.
 
   Args:
-    workdirs: run directories of one data set and model.
+    workdirs: run directories of one data set and model (None: ``summary``).
     out: output directory.
+    summary: instead of ``workdirs``, a ``runs_summary.json``: Tables 1–2, precision,
+      wall times and Fig. 5 are recomputed from it alone (the assembly, Figs. 2–4 and
+      the AUROC need the run directories and are left empty).
     fig_class: the class of Figs. 2–5 (the paper shows class 0).
     num_resamples: bootstrap resamples.
     plot_similarities: similarities drawn as Figs. 2–4 (all three are in the JSON).
 
   Returns:
-    The JSON-able result.
+    The JSON-able result. ``result["tables"]`` holds one comparison table per mode
+    and sample type, keyed ``"<mode>_<sample>"``: mode ``"all"`` always, ``"dataset"``
+    and ``"per_class"`` when such runs are present.
   """
-  runs = load_runs(workdirs)
+  runs = runs_from_summary(summary) if summary else load_runs(workdirs)
+  if not summary:
+    io.write_json(os.path.join(out, "runs_summary.json"),
+                  runs_summary(runs, os.path.commonpath([os.path.abspath(r.workdir)
+                                                         for r in runs])))
   result: dict[str, Any] = {"num_runs": len(runs), "dataset": runs[0].config.dataset,
                             "runs": [{"workdir": r.workdir, "method": r.method,
                                       "mode": r.config.mode,
@@ -47,19 +57,22 @@ def evaluate(workdirs: Sequence[str], out: str, *, fig_class: int = 0,
                                       "final_accuracy": r.records[-1]["test_accuracy"]}
                                      for r in runs]}
   tables = {}
-  for mode in ("all", "per_class"):
-    if mode == "per_class" and not any(r.config.mode == "per_class" for r in runs):
+  for mode in TABLE_MODES:
+    if mode != "all" and not any(r.config.mode == mode for r in runs):
       continue
     for sample in SAMPLES:
       tables[f"{mode}_{sample}"] = comparison_table(runs, mode=mode, sample=sample,
                                                     num_resamples=num_resamples)
   result["tables"] = tables
-  result["assembly"] = {m: assembly_table(runs, method=m) for m in ("image_score", "softmax")}
+  result["precision"] = precision_table(runs)
+  result["assembly"] = {m: (assembly_table(runs, method=m) if not summary else {"rows": []})
+                        for m in ("image_score", "softmax")}
   result["similarity"] = similarity_table(runs)
   result["wall_seconds"] = wall_times(runs)
 
   figs = {}
-  base = sorted((r for r in runs if os.path.exists(os.path.join(r.workdir, "scores.npz"))),
+  base = sorted((r for r in runs if not summary
+                 and os.path.exists(os.path.join(r.workdir, "scores.npz"))),
                 key=lambda r: (r.method != "baseline", r.seed))
   if base:
     r = base[0]
@@ -70,15 +83,20 @@ def evaluate(workdirs: Sequence[str], out: str, *, fig_class: int = 0,
     figs["all_classes"] = data_all
     e1, e2 = r.config.pretrain_epochs, r.config.pretrain_epochs + r.last_epoch
     for stage, epochs in (("pretrain", e1), ("final", e2)):
+      acc = data[stage]["accuracy_test"]
       for sim in plot_similarities:
         plot_intervals(data, stage, sim, os.path.join(out, f"fig_scores_{stage}_{sim}.png"),
                        f"class {fig_class}, {r.method} run seed {r.seed}, {stage} model "
-                       f"({epochs} epochs): test acc {100 * data[stage]['accuracy_test']:.1f}%")
+                       f"({epochs} epochs): test acc "
+                       f"{'–' if acc is None else f'{100 * acc:.1f}'}%")
       plot_intervals(data_all, stage, "recall",
                      os.path.join(out, f"fig_scores_{stage}_recall_allclasses.png"),
                      f"all classes, {stage} model ({epochs} epochs)")
   result["figures"] = figs
   plot_epochs(runs, fig_class, os.path.join(out, f"fig5_class{fig_class}_all.png"), mode="all")
+  if any(r.config.mode == "dataset" for r in runs):
+    plot_epochs(runs, fig_class, os.path.join(out, f"fig5_class{fig_class}_dataset.png"),
+                mode="dataset")
   if any(r.config.mode == "per_class" for r in runs):
     for c in sorted({r.config.target_class for r in runs if r.config.mode == "per_class"}):
       plot_epochs(runs, c, os.path.join(out, f"fig5_class{c}_per_class.png"), mode="per_class")
@@ -92,7 +110,7 @@ def markdown_report(result: dict[str, Any]) -> str:
   """The Markdown summary written beside the JSON."""
   parts = [f"# Semi-supervised selection on {result['dataset']} ({result['num_runs']} runs)", ""]
   for name, t in result["tables"].items():
-    parts += [f"## Table ({name})", "", markdown_comparison(t)]
+    parts += [f"## Table ({name}): {table_heading(t)}", "", markdown_comparison(t)]
   for m, a in result["assembly"].items():
     if a["rows"]:
       parts += [f"## Assembly of per-class {m} models (Table 3)", "",
@@ -100,6 +118,8 @@ def markdown_report(result: dict[str, Any]) -> str:
       parts += [f"| {r['seed']} | {r['classes']} | {r['epoch']} | {r['baseline']:.2f} | "
                 f"{r['assembled']:.2f} | {100 * r['claimed_share']:.1f}% |" for r in a["rows"]]
       parts.append("")
+  parts += ["## Pseudo-label precision (share of added images whose label is right)", "",
+            markdown_precision(result["precision"]), ""]
   sim = result["similarity"]
   parts += ["## Similarities", "", "| similarity | seeds | final acc | pseudo-label precision |",
             "|---|---|---|---|"]

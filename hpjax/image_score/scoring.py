@@ -26,6 +26,12 @@ units the ratio moves by less than :math:`1/|M_l|`. An empty class mask
 (:math:`|M_l| = 0`, e.g. a logits tap whose mean is negative everywhere) gives
 :math:`\log(\varepsilon/\varepsilon) = 0` for "recall", i.e. the layer is
 ignored; "jaccard" and "dice" then penalise the image's own active units.
+On a small tap ε is not small: on a 10-unit logits tap whose class mask holds one unit
+(the usual case) "recall" gives every image either 0 (it reaches the threshold there)
+or :math:`\log\tfrac12 \approx -0.693` — as much as missing half of a 512-unit layer
+(:math:`\log\tfrac{257}{513} \approx -0.691`; missing one of its units costs −0.0020).
+That is why :func:`hpjax.image_score.intermediates.tapped_apply` leaves the logits out
+by default (docs/papers.md §B3).
 Comparisons are ``≥``: a value exactly at the threshold counts as active. An
 image assigned to a class without reference images scores ``NaN``.
 

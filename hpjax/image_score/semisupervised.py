@@ -29,6 +29,9 @@ labelled image and takes pseudo labels from the pool alone (precision NaN).
    :class:`~hpjax.image_score.reference.ReferenceAccumulator`; taps are never stored),
    the softmax confidence, or a random draw; ``mode="per_class"`` keeps only the
    images predicted as ``target_class`` (the paper's "class-by-class" runs);
+   ``mode="dataset"`` instead takes the top ``fractions[0]`` of the whole set by the
+   score against one class-agnostic reference (or by confidence), once, after the
+   pre-training, and every epoch trains with that selection (docs/papers.md §B5);
 3. trains one epoch on the labelled set plus the selection, labelled with the
    *predicted* labels. ``method="baseline"`` selects nothing.
 
@@ -247,7 +250,7 @@ def _predict(logits):
 
 
 def fit_labelled_reference(apply_fn, variables, source: ArraySource, num_classes: int,
-                           batch_size: int) -> Reference:
+                           batch_size: int, *, class_agnostic: bool = False) -> Reference:
   """Streams the labelled images through the model into per-class references.
 
   Args:
@@ -256,22 +259,25 @@ def fit_labelled_reference(apply_fn, variables, source: ArraySource, num_classes
     source: the labelled images, uint8 ``[N, H, W, C]``, with their true classes.
     num_classes: C.
     batch_size: images per forward pass.
+    class_agnostic: one dataset-level reference over all of them (their labels
+      are not read; docs/papers.md §B5).
 
   Returns:
     The :class:`~hpjax.image_score.reference.Reference`; a class without labelled
     images gets an empty mask (its images score NaN and are never selected).
 
   References:
-    docs/papers.md §B2.
+    docs/papers.md §B2, §B5.
   """
   acc, state = None, None
   for batch in pipeline.eval_batches(source, global_batch_size=batch_size):
     _, taps = _forward(apply_fn, variables, batch["image"])
     if acc is None:
-      acc = ReferenceAccumulator.for_taps(taps, num_classes)
+      acc = ReferenceAccumulator.for_taps(taps, num_classes, class_agnostic=class_agnostic)
       state = acc.init()
     # -1: the padding rows are skipped.
-    labels = np.where(batch["valid"], batch["label"], -1).astype(np.int32)
+    labels = 0 if class_agnostic else batch["label"]
+    labels = np.where(batch["valid"], labels, -1).astype(np.int32)
     state = acc.update(state, taps, labels)
   return acc.finalize(state, allow_empty_classes=True)
 
@@ -348,17 +354,44 @@ def analyse(state: training.TrainState, data: SemiData, config: SemiConfig, *,
 # Selection and records
 
 
+def dataset_level_scores(state: training.TrainState, data: SemiData, config: SemiConfig
+                         ) -> np.ndarray:
+  """Scores ``[3, N_a]`` of the additional set against one class-agnostic reference
+  fitted on the labelled set (docs/papers.md §B5: the detection protocol's "one mask
+  for the whole data set"), under every similarity. Labels are read from neither set."""
+  b = config.eval_batch_size
+  reference = fit_labelled_reference(state.apply_fn, state.variables,
+                                     data.train_source(data.labelled), data.num_classes, b,
+                                     class_agnostic=True)
+  return predict_and_score(state.apply_fn, state.variables,
+                           data.train_source(data.additional), b, reference)["scores"]
+
+
 def select(config: SemiConfig, analysis: dict[str, np.ndarray], num_classes: int,
            epoch: int) -> np.ndarray:
   """The epoch's selection: ``[N_a]`` bool over the additional set.
 
+  ``mode="dataset"`` takes the top ``fractions[0]`` of the whole additional set,
+  ranked by the class-agnostic score (``analysis["add_scores_dataset"]``, from
+  :func:`dataset_level_scores`), the softmax confidence, or at random.
+
   References:
-    docs/papers.md §B4.
+    docs/papers.md §B4, §B5.
   """
   pred = analysis["add_pred"]
-  alphas = class_fractions(config, num_classes)
   if config.method == "baseline":
     return np.zeros(pred.shape, bool)
+  if config.mode == "dataset":
+    alpha = float(config.fractions[0])
+    if config.method == "random":
+      rng = np.random.default_rng([config.seed, epoch])
+      picked = rng.permutation(pred.size)[:int(np.floor(alpha * pred.size))]
+      return np.isin(np.arange(pred.size), picked)
+    if config.method == "softmax":
+      return selection.select_top(analysis["add_conf"], alpha)
+    return selection.select_top(
+        analysis["add_scores_dataset"][SIMILARITIES.index(config.similarity)], alpha)
+  alphas = class_fractions(config, num_classes)
   if config.method == "random":
     key = jax.random.fold_in(jax.random.key(config.seed), epoch)
     return selection.select_random(pred, alphas, key, num_classes)
@@ -668,7 +701,13 @@ def _train(config: SemiConfig, workdir: str, *, progress: bool, max_epochs: int 
       analysis = load_npz(os.path.join(prev_dir, "analysis.npz"))
     t0 = time.perf_counter()
     sel_path = os.path.join(edir, "selection.npz")
+    if not os.path.exists(sel_path) and config.mode == "dataset" and epoch > 1:
+      # Selected once, after the pre-training; every epoch trains with that selection.
+      io.write_npz(sel_path, **load_npz(os.path.join(phase_dir(workdir, 1), "selection.npz")))
     if not os.path.exists(sel_path):
+      if config.mode == "dataset" and config.method == "image_score":
+        analysis = dict(analysis, add_scores_dataset=dataset_level_scores(
+            phase_state(prev_dir), data, config))
       mask = select(config, analysis, data.num_classes, epoch)
       index = np.flatnonzero(mask)
       io.write_npz(sel_path, index=index, pseudo=analysis["add_pred"][index].astype(np.int32))

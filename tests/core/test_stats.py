@@ -93,6 +93,51 @@ def test_sign_flip_pvalue_is_exact():
   assert stats.sign_flip_pvalue([-1.0, -1.0]) == 1.0
 
 
+def test_sign_flip_floor_and_many_pairs():
+  assert [stats.sign_flip_floor(n) for n in (1, 3, 4, 5)] == [0.5, 0.125, 0.0625, 0.03125]
+  # The floor is reached exactly when every difference is positive.
+  for n in range(1, 8):
+    assert stats.sign_flip_pvalue(np.arange(1.0, n + 1)) == stats.sign_flip_floor(n)
+  with pytest.raises(ValueError, match="n >= 1"):
+    stats.sign_flip_floor(0)
+  # Beyond 20 pairs the patterns are drawn: the floor is 1/(B+1).
+  assert stats.sign_flip_pvalue(np.ones(25), num_resamples=999) == 1 / 1000
+  assert stats.sign_flip_floor(25, num_resamples=999) == 1 / 1000
+  d = np.random.default_rng(0).normal(0.3, 1.0, 24)
+  signs = 1 - 2 * np.random.default_rng(1).integers(0, 2, (200000, 24))
+  reference = np.mean((signs * d).mean(1) >= d.mean())  # an independent draw of patterns
+  assert stats.sign_flip_pvalue(d, num_resamples=50000) == pytest.approx(reference, abs=0.01)
+
+
+def _enumerated_bootstrap_p(d):
+  """Exact paired bootstrap p of mean(d) > 0 with the variance correction: all n^n resamples
+  of the centred differences scaled by sqrt(n/(n-1))."""
+  n = d.size
+  centred = (d - d.mean()) * np.sqrt(n / (n - 1))
+  idx = np.stack(np.meshgrid(*[np.arange(n)] * n, indexing="ij"), -1).reshape(-1, n)
+  return np.mean(centred[idx].mean(1) >= d.mean() - 1e-12)
+
+
+def test_unbiased_variance_scales_the_resampled_mean():
+  d = np.array([0.9, -0.4, 0.3, 0.7])
+  want = _enumerated_bootstrap_p(d)
+  plain = np.mean(((d - d.mean())[np.stack(np.meshgrid(*[np.arange(4)] * 4, indexing="ij"),
+                                           -1).reshape(-1, 4)]).mean(1) >= d.mean() - 1e-12)
+  assert want > plain  # the correction widens the null: a larger p
+  p = stats.bootstrap_pvalue(d, np.zeros(4), paired=True, unbiased_variance=True,
+                             num_resamples=200000)
+  assert p == pytest.approx(want, abs=0.003)
+  assert stats.bootstrap_pvalue(d, np.zeros(4), paired=True,
+                                num_resamples=200000) == pytest.approx(plain, abs=0.003)
+  # Unpaired: the same as the plain test on groups whose spread is scaled by sqrt(n/(n-1)).
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(0.5, 1, 4), rng.normal(0, 2, 5)
+  scaled = [x.mean() + (x - x.mean()) * np.sqrt(x.size / (x.size - 1)) for x in (a, b)]
+  p = stats.bootstrap_pvalue(a, b, unbiased_variance=True, num_resamples=3000)
+  assert p == pytest.approx(stats.bootstrap_pvalue(*scaled, num_resamples=3000), abs=1e-12)
+  assert p > stats.bootstrap_pvalue(a, b, num_resamples=3000)
+
+
 def test_streamed_moments_match_numpy_with_offset_and_padding():
   rng = np.random.default_rng(0)
   z = rng.normal(size=(1000, 3))
