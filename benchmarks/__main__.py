@@ -25,10 +25,18 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--suites", default=",".join(harness.SUITES),
                  help=f"comma-separated subset of {','.join(harness.SUITES)} (default: all)")
   p.add_argument("--out", default=harness.RESULTS_DIR, help="results directory")
+  p.add_argument("--hpnet-sizes", default=None, metavar="28,32,64",
+                 help="image sizes of the hpnet suite (default: all; the baseline, bf16 and "
+                      "weight-gradient variants run at the largest)")
   args = p.parse_args(argv)
   names = [n for n in args.suites.split(",") if n]
   try:
-    result = harness.run_suites(names, args.quick, log=lambda s: print(s, file=sys.stderr))
+    sizes = [int(x) for x in args.hpnet_sizes.split(",")] if args.hpnet_sizes else None
+  except ValueError:
+    p.error(f"--hpnet-sizes: expected comma-separated integers, got {args.hpnet_sizes!r}")
+  try:
+    result = harness.run_suites(names, args.quick, log=lambda s: print(s, file=sys.stderr),
+                                hpnet_sizes=sizes)
   except ValueError as e:
     p.error(str(e))
   jpath, mpath = harness.write_results(result, args.out)

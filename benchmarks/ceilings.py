@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -35,6 +35,10 @@ TARGETS = {
     "pruning_efficiency": 0.8,                 # at least, every pruned size
     "image_score_stored_fraction_of_copy": 0.5,  # at least
     "image_score_fused_over_forward": 1.2,     # at most, every model (best fused variant)
+    # Issue 11 (CPU speed side by side):
+    "train_64_ratio_vs_torch_compile": 2.0,    # at least: HPNet training
+    "baseline_train_64_ratio_vs_torch_eager": 1.0,  # at least: the extractor's training
+    "pruning_efficiency_at_half_channels": 0.8,  # at least, C' = C/2
 }
 AT_MOST = ("_mb", "_over_forward")
 
@@ -90,7 +94,8 @@ def machine_info() -> dict[str, Any]:
   return info
 
 
-def suite_functions() -> dict[str, Callable[[bool], dict[str, Any]]]:
+def suite_functions(hpnet_sizes: list[int] | None = None
+                    ) -> dict[str, Callable[[bool], dict[str, Any]]]:
   """Suite name → ``run(quick)``; suites owned elsewhere are imported lazily."""
 
   def lazy(module: str, attr: str = "run") -> Callable[[bool], dict[str, Any]]:
@@ -102,7 +107,7 @@ def suite_functions() -> dict[str, Callable[[bool], dict[str, Any]]]:
     import jax
 
     from benchmarks import hpnet as h
-    return h.run(quick, gpu=jax.devices()[0].platform == "gpu")
+    return h.run(quick, gpu=jax.devices()[0].platform == "gpu", sizes=hpnet_sizes)
 
   return {
       "ceilings": lazy("benchmarks.ceilings"),
@@ -116,10 +121,10 @@ def suite_functions() -> dict[str, Callable[[bool], dict[str, Any]]]:
 SUITES = ("ceilings", "hpnet", "pruning", "image_score", "data_pipeline")
 
 
-def run_suites(names: list[str], quick: bool, log: Callable[[str], None] = print
-               ) -> dict[str, Any]:
+def run_suites(names: list[str], quick: bool, log: Callable[[str], None] = print, *,
+               hpnet_sizes: list[int] | None = None) -> dict[str, Any]:
   """Runs ``names`` in order; returns ``{"machine", "quick", "suites", "derived", "targets"}``."""
-  fns = suite_functions()
+  fns = suite_functions(hpnet_sizes)
   unknown = [n for n in names if n not in fns]
   if unknown:
     raise ValueError(f"unknown suite(s) {unknown}; choose from {', '.join(fns)}")
@@ -181,7 +186,17 @@ def check_targets(derived_: dict[str, Any], suites: dict[str, Any]) -> dict[str,
   score = suites.get("image_score", {})
   fused = [min(v["two_programs_over_plain_wall"], v["one_program_over_plain_wall"])
            for v in score.get("fused_vs_plain_forward", {}).values()]
+  base = summary.get("baseline/64x64x3_K40", {})
+  full = max((r["kept_channels"] for r in rows), default=0)
+  half = [r["efficiency"] for r in rows if 2 * r["kept_channels"] == full]
+  also.update(
+      train_64_ratio_vs_torch_compile=row.get("train_ratio_jax_over_torch_compile_per_cpu_s"),
+      baseline_train_64_ratio_vs_torch_eager=base.get(
+          "train_ratio_jax_over_torch_eager_per_cpu_s"))
   values = {
+      "train_64_ratio_vs_torch_compile": row.get("train_ratio_jax_over_torch_compile"),
+      "baseline_train_64_ratio_vs_torch_eager": base.get("train_ratio_jax_over_torch_eager"),
+      "pruning_efficiency_at_half_channels": half[0] if half else None,
       "train_64_ratio_vs_torch_eager": row.get("train_ratio_jax_over_torch_eager"),
       "train_64_fraction_of_matmul_ceiling":
           derived_.get("hpnet/64x64x3_K40/train_fraction_of_matmul_ceiling"),

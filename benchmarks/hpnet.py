@@ -65,7 +65,11 @@ FULL_SHAPES = (Shape(28, 1, 10), Shape(32, 3, 40), Shape(64, 3, 40))
 # Model variants: "hpnet" (float32, the default), "hpnet_bf16" (the heads' GEMM operands
 # in bfloat16, float32 accumulation; the opt-in HPNet(head_matmul_dtype="bfloat16"), with
 # the same change in PyTorch), "baseline" (extractor + GAP + dense).
+# A "_xla_dw" suffix (JAX only) leaves the extractor's conv weight gradients to XLA instead of
+# the GEMM form hpjax uses on CPU (hpjax/hpnet/conv.py): the before/after of that change.
 MODEL_MATMUL_DTYPE = {"hpnet": None, "hpnet_bf16": "bfloat16"}
+XLA_DW = "_xla_dw"
+JAX_ONLY = ("hpnet" + XLA_DW, "baseline" + XLA_DW)
 QUICK_SHAPES = (Shape(12, 1, 3, batch=4, features=(4, 8, 8, 8)),)
 
 
@@ -157,10 +161,13 @@ def _jax_model(name: str, shape: Shape) -> Any:
   """The library's model for a benchmark variant name (see ``MODEL_MATMUL_DTYPE``)."""
   from hpjax.hpnet.model import BaselineNet, HPNet
 
+  weight_grad = "xla" if name.endswith(XLA_DW) else "auto"
+  name = name.removesuffix(XLA_DW)
   if name == "baseline":
-    return BaselineNet(shape.num_attributes, shape.features, shape.dilations)
+    return BaselineNet(shape.num_attributes, shape.features, shape.dilations,
+                       conv_weight_grad=weight_grad)
   return HPNet(shape.num_attributes, shape.features, shape.dilations,
-               head_matmul_dtype=MODEL_MATMUL_DTYPE[name])
+               head_matmul_dtype=MODEL_MATMUL_DTYPE[name], conv_weight_grad=weight_grad)
 
 
 def jax_worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -336,7 +343,7 @@ def _timing(quick: bool) -> dict[str, dict[str, Any]]:
 
 
 def run(quick: bool = False, *, threads: int | None = None, torch_compile: bool | None = None,
-        gpu: bool = False) -> dict[str, Any]:
+        gpu: bool = False, sizes: Sequence[int] | None = None) -> dict[str, Any]:
   """JAX vs PyTorch on every shape; returns per-run records and a ratio table.
 
   Args:
@@ -346,6 +353,7 @@ def run(quick: bool = False, *, threads: int | None = None, torch_compile: bool 
     torch_compile: also run ``torch.compile`` (default: not in quick mode, where its
       compilation alone would take most of a minute).
     gpu: run PyTorch on CUDA (when the JAX device is a GPU).
+    sizes: image sizes to run (default: every shape's).
   """
   threads = threads or len(os.sched_getaffinity(0))
   torch_compile = (not quick) if torch_compile is None else torch_compile
@@ -355,6 +363,11 @@ def run(quick: bool = False, *, threads: int | None = None, torch_compile: bool 
   except ImportError:
     have_torch = False
   shapes = QUICK_SHAPES if quick else FULL_SHAPES
+  if sizes:
+    shapes = tuple(s for s in shapes if s.size in sizes)
+    if not shapes:
+      raise ValueError(f"sizes {list(sizes)}: no benchmark shape has them (sizes "
+                       f"{[s.size for s in (QUICK_SHAPES if quick else FULL_SHAPES)]})")
   timing = _timing(quick)
   timeout = 300 if quick else 1800
   runs: list[dict[str, Any]] = []
@@ -362,7 +375,8 @@ def run(quick: bool = False, *, threads: int | None = None, torch_compile: bool 
   # The baseline (extractor only) at the largest shape separates the extractor's share;
   # the bfloat16-GEMM variant runs there too.
   jobs = [("hpnet", s) for s in shapes] + (
-      [] if quick else [("hpnet_bf16", shapes[-1]), ("baseline", shapes[-1])])
+      [] if quick else [("hpnet_bf16", shapes[-1]), ("baseline", shapes[-1]),
+                        *((m, shapes[-1]) for m in JAX_ONLY)])
   # A quick run works in this process: a fresh interpreter per worker costs seconds of
   # imports each, which is what --quick cannot afford; its RSS is then not isolated.
   launch = _in_process if quick else functools.partial(_spawn, timeout=timeout)
@@ -370,7 +384,7 @@ def run(quick: bool = False, *, threads: int | None = None, torch_compile: bool 
     base = {"model": model, "shape": dataclasses.asdict(shape), "timing": timing,
             "threads": threads, "gpu": gpu, "quick": quick}
     runs.append(launch({**base, "framework": "jax", "mode": "jit"}))
-    for mode in torch_modes:
+    for mode in (() if model in JAX_ONLY else torch_modes):
       runs.append(launch({**base, "framework": "torch", "mode": mode}))
   table = _ratios(runs, shapes)
   return {
@@ -413,7 +427,12 @@ def _ratios(runs: list[dict[str, Any]], shapes: Sequence[Shape]) -> dict[str, An
       f = forward_flops(s, r["model"])
       row["jax_train_gflops"] = round(3 * f * r["train"]["images_per_s"] / 1e9, 1)
       row["jax_inference_gflops"] = round(f * r["inference"]["images_per_s"] / 1e9, 1)
-  for row in out.values():
+  for key, row in out.items():
+    model, shape = key.split("/", 1)
+    before = out.get(f"{model}{XLA_DW}/{shape}", {}).get("train_images_per_s/jax")
+    if before and row.get("train_images_per_s/jax"):
+      # The GEMM weight gradients' speed-up, both variants timed in this run.
+      row["train_speedup_over_xla_weight_grad"] = round(row["train_images_per_s/jax"] / before, 2)
     for phase in ("train", "inference"):
       for unit, suffix in (("s", ""), ("cpu_s", "_per_cpu_s")):
         j = row.get(f"{phase}_images_per_{unit}/jax")
@@ -553,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--worker", help=argparse.SUPPRESS)
   p.add_argument("--profile", action="store_true",
                  help="print the train step's top XLA ops at 64x64/K=40 (batch 8)")
-  p.add_argument("--model", default="hpnet", choices=[*MODEL_MATMUL_DTYPE, "baseline"],
+  p.add_argument("--model", default="hpnet",
+                 choices=[*MODEL_MATMUL_DTYPE, "baseline", *JAX_ONLY],
                  help="model for --profile")
   args = p.parse_args(argv)
   if args.worker:

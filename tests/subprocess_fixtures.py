@@ -2,9 +2,12 @@
 they write, and comparing the parameters they end with."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import jax
@@ -13,11 +16,24 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+_CACHE: list[str] = []
+
+
+def compilation_cache() -> str:
+  """One persistent JAX compilation cache for every command this test process starts: the
+  same programs compile once, not once per subprocess (removed when the process ends)."""
+  if not _CACHE:
+    _CACHE.append(tempfile.mkdtemp(prefix="hpjax-test-jax-cache-"))
+    atexit.register(shutil.rmtree, _CACHE[0], True)
+  return _CACHE[0]
+
+
 def env(devices: int = 1, **extra) -> dict:
-  """This environment without JAX/XLA/hpjax settings, on DEVICES CPU devices, plus EXTRA."""
+  """This environment without JAX/XLA/hpjax settings, on DEVICES CPU devices, plus EXTRA
+  (with the tests' shared compilation cache)."""
   e = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_", "HPJAX_"))}
   e.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-           PYTHONPATH=ROOT, **extra)
+           PYTHONPATH=ROOT, JAX_COMPILATION_CACHE_DIR=compilation_cache(), **extra)
   return e
 
 

@@ -82,7 +82,10 @@ ATTRIBUTE_PRESETS: dict[str, AttributesConfig] = {
         head_stream_rows=2048, batch_size=32, num_steps=1800, learning_rate=3e-3,
         warmup_steps=100, log_every=50, eval_every=900, checkpoint_every=900),
     # python -m train.attributes --config celeba --set data_path=/data/celeba --workdir runs/celeba
-    # Paper sizes: 40 attributes, C=128; sized for one GPU (bs 64 at 128² fits in 80 GB).
+    # Paper sizes: 40 attributes, C=128, for one GPU. The streamed heads never hold the
+    # [B, H, W, K, C] masks: a step needs the extractor's activations (~50-70 MB per image at
+    # 128², predicted) plus one chunk sized by hpjax/core/chunking.py, so batch 64 needs a few
+    # GB, not 80; `python -m benchmarks.gpu` measures the peak per batch size.
     "celeba": AttributesConfig(
         name="celeba", dataset="celeba", image_size=128, features=(32, 64, 64, 128),
         batch_size=64, num_steps=50000, learning_rate=1e-3, warmup_steps=1000,

@@ -28,6 +28,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from hpjax.hpnet import heads as heads_lib
+from hpjax.hpnet.conv import DilatedConv
 
 
 class FeatureExtractor(nn.Module):
@@ -43,6 +44,7 @@ class FeatureExtractor(nn.Module):
 
   features: Sequence[int] = (32, 64, 64, 128)
   dilations: Sequence[int] = (1, 2, 3, 2)
+  conv_weight_grad: str = "auto"  # hpjax.hpnet.conv.dilated_conv3x3's weight_grad
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -53,8 +55,7 @@ class FeatureExtractor(nn.Module):
           f"and {len(self.dilations)}")
     for i, (width, dilation) in enumerate(zip(self.features, self.dilations)):
       # No conv bias: the BatchNorm right after removes it (its gradient is only noise).
-      x = nn.Conv(width, (3, 3), kernel_dilation=dilation, padding="SAME", use_bias=False,
-                  name=f"conv{i}")(x)
+      x = DilatedConv(width, dilation, self.conv_weight_grad, name=f"conv{i}")(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(x)
       x = nn.leaky_relu(x, negative_slope=0.01)
     return x
@@ -144,12 +145,14 @@ class HPNet(nn.Module):
   head_matmul_dtype: Any = None  # see AttentionHeads.matmul_dtype
   head_stream_rows: int | None = None  # see AttentionHeads.stream_rows
   mask_bias_init: float = 0.0  # see AttentionHeads.mask_bias_init
+  conv_weight_grad: str = "auto"  # see FeatureExtractor.conv_weight_grad
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False, n: ArrayLike = 1.0,
                beta: ArrayLike = 0.0, channel_mask: jax.Array | None = None,
                return_masks: bool = False) -> tuple[jax.Array, dict[str, Any]]:
-    f = FeatureExtractor(self.features, self.dilations, name="extractor")(x, train=train)
+    f = FeatureExtractor(self.features, self.dilations, self.conv_weight_grad,
+                         name="extractor")(x, train=train)
     if channel_mask is not None:
       f = f * channel_mask.astype(f.dtype)
     logits, aux = AttentionHeads(self.num_attributes, self.stream_heads, self.head_matmul_dtype,
@@ -171,13 +174,15 @@ class BaselineNet(nn.Module):
   num_attributes: int
   features: Sequence[int] = (32, 64, 64, 128)
   dilations: Sequence[int] = (1, 2, 3, 2)
+  conv_weight_grad: str = "auto"  # see FeatureExtractor.conv_weight_grad
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False, n: ArrayLike = 1.0,
                beta: ArrayLike = 0.0, channel_mask: jax.Array | None = None,
                return_masks: bool = False) -> tuple[jax.Array, dict[str, Any]]:
     del n, beta, return_masks
-    f = FeatureExtractor(self.features, self.dilations, name="extractor")(x, train=train)
+    f = FeatureExtractor(self.features, self.dilations, self.conv_weight_grad,
+                         name="extractor")(x, train=train)
     if channel_mask is not None:
       f = f * channel_mask.astype(f.dtype)
     logits = nn.Dense(self.num_attributes, name="classifier")(jnp.mean(f, axis=(1, 2)))

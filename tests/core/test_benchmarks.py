@@ -19,11 +19,13 @@ def test_forward_flops_by_hand():
 
 
 def test_targets_and_slug():
-  suites = {"hpnet": {"summary": {"hpnet/64x64x3_K40": {
-      "train_ratio_jax_over_torch_eager": 3.0, "peak_rss_mb/jax": 3500.0}}},
-      "pruning": {"rows": [{"flop_reduction": 1.0, "efficiency": 1.0},
-                           {"flop_reduction": 2.0, "efficiency": 0.7},
-                           {"flop_reduction": 4.0, "efficiency": 0.9}]},
+  suites = {"hpnet": {"summary": {
+      "hpnet/64x64x3_K40": {"train_ratio_jax_over_torch_eager": 3.0, "peak_rss_mb/jax": 3500.0,
+                            "train_ratio_jax_over_torch_compile": 1.9},
+      "baseline/64x64x3_K40": {"train_ratio_jax_over_torch_eager": 1.1}}},
+      "pruning": {"rows": [{"kept_channels": 8, "flop_reduction": 1.0, "efficiency": 1.0},
+                           {"kept_channels": 4, "flop_reduction": 2.0, "efficiency": 0.7},
+                           {"kept_channels": 2, "flop_reduction": 4.0, "efficiency": 0.9}]},
       "image_score": {"stored_fraction_of_copy": 0.6, "fused_vs_plain_forward": {
           "a": {"two_programs_over_plain_wall": 1.1, "one_program_over_plain_wall": 1.3},
           "b": {"two_programs_over_plain_wall": 1.5, "one_program_over_plain_wall": 1.25}}}}
@@ -36,6 +38,10 @@ def test_targets_and_slug():
   assert t["image_score_stored_fraction_of_copy"]["met"] is True
   # The worse model's better variant: b's one-program 1.25 > 1.2.
   assert t["image_score_fused_over_forward"] == {"value": 1.25, "goal": "<= 1.2", "met": False}
+  assert t["train_64_ratio_vs_torch_compile"] == {"value": 1.9, "goal": ">= 2.0", "met": False}
+  assert t["baseline_train_64_ratio_vs_torch_eager"]["met"] is True
+  # At C' = C/2 (4 of 8 channels), not the worst size.
+  assert t["pruning_efficiency_at_half_channels"]["value"] == 0.7
   assert harness.check_targets({}, {})["pruning_efficiency"]["met"] is None
   assert harness.slug("Intel(R) Xeon(R) Processor @ 2.1GHz") == "intel-xeon-processor-2-1ghz"
 
