@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib.util
 import json
 import os
 import resource
@@ -357,11 +358,7 @@ def run(quick: bool = False, *, threads: int | None = None, torch_compile: bool 
   """
   threads = threads or len(os.sched_getaffinity(0))
   torch_compile = (not quick) if torch_compile is None else torch_compile
-  try:
-    import torch  # noqa: F401
-    have_torch = True
-  except ImportError:
-    have_torch = False
+  have_torch = importlib.util.find_spec("torch") is not None
   shapes = QUICK_SHAPES if quick else FULL_SHAPES
   if sizes:
     shapes = tuple(s for s in shapes if s.size in sizes)
