@@ -12,17 +12,23 @@ from typing import Any
 from hpjax.core.errors import ConfigError
 
 
+def _not_none(hint: Any) -> Any:
+  """``X`` of ``X | None`` (``hint`` itself otherwise)."""
+  args = typing.get_args(hint)
+  if type(None) in args:
+    return next(a for a in args if a is not type(None))
+  return hint
+
+
 def _parse_value(field: dataclasses.Field, text: str, type_hints: dict[str, Any]) -> Any:
   hint = type_hints[field.name]
-  origin = typing.get_origin(hint)
-  args = typing.get_args(hint)
   try:
-    if origin is tuple:
-      return tuple(args[0](t) for t in text.split(",") if t.strip())
-    if type(None) in args:  # X | None
+    if type(None) in typing.get_args(hint):  # X | None
       if text.lower() in ("none", ""):
         return None
-      return next(a for a in args if a is not type(None))(text)
+      hint = _not_none(hint)
+    if typing.get_origin(hint) is tuple:
+      return tuple(typing.get_args(hint)[0](t) for t in text.split(",") if t.strip())
     if hint is bool:
       if text.lower() not in ("true", "false", "1", "0"):
         raise ValueError(text)
@@ -54,7 +60,8 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
   for f in dataclasses.fields(cls):
     if f.name in data:
       v = data[f.name]
-      kwargs[f.name] = tuple(v) if typing.get_origin(hints[f.name]) is tuple else v
+      is_tuple = typing.get_origin(_not_none(hints[f.name])) is tuple
+      kwargs[f.name] = tuple(v) if is_tuple and isinstance(v, list) else v
   return cls(**kwargs)
 
 

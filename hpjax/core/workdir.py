@@ -84,7 +84,7 @@ MUST_MATCH: dict[str, str] = {
     "split_seed": "the held-out test split of an image folder",
     "method": "which images are selected", "mode": "which images are selected",
     "target_class": "which images are selected", "fractions": "how many images are selected",
-    "similarity": "which images are selected",
+    "similarity": "which images are selected", "taps": "which images are selected",
     "pretrain_epochs": "the schedule", "retrain_epochs": "the schedule (the final epoch's "
                                                          "analysis and scores.npz)",
     "num_train_scored": "the images scored for Figs. 2-4",

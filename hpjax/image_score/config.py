@@ -48,6 +48,8 @@ class SemiConfig:
   target_class: int = 0                 # the class whose pseudo labels are added (per_class)
   fractions: tuple[float, ...] = (0.3,)  # α_c: one for every class, or one per class
   similarity: str = "recall"            # image-score similarity: "recall", "jaccard", "dice"
+  taps: tuple[str, ...] | None = None   # the model's taps the score uses (None: all of them;
+                                        # e.g. leave out SmallCNN's logits, tap04_classifier)
   pretrain_epochs: int = 2              # E1: epochs on the labelled set
   retrain_epochs: int = 4               # E2: epochs of baseline / selection training
   batch_size: int = 128                 # global training batch
@@ -93,6 +95,8 @@ class SemiConfig:
       raise ConfigError(f"config field split_seed must be >= 0, got {self.split_seed}")
     if not self.fractions or any(not 0.0 <= a <= 1.0 for a in self.fractions):
       raise ConfigError(f"config field fractions must be values in [0, 1], got {self.fractions}")
+    if self.taps is not None and not self.taps:
+      raise ConfigError("config field taps must name at least one tap, or be None (all)")
     if self.mode == "dataset" and len(self.fractions) != 1:
       raise ConfigError("config field fractions: mode dataset selects one share of the whole "
                         f"additional set, expected 1 value, got {len(self.fractions)}")

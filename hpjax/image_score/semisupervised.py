@@ -229,10 +229,21 @@ def loss_fn(logits: jax.Array, aux: dict[str, Any], batch: dict[str, jax.Array]
   return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn",))
-def _forward(apply_fn, variables, images):
+@functools.partial(jax.jit, static_argnames=("apply_fn", "taps"))
+def _forward(apply_fn, variables, images, taps=None):
   logits, aux = apply_fn(variables, training.images_to_float(images), train=False)
-  return logits, aux["taps"]
+  return logits, select_taps(aux["taps"], taps)
+
+
+def select_taps(taps: dict[str, Any], names: tuple[str, ...] | None) -> dict[str, Any]:
+  """The taps named by ``SemiConfig.taps`` (all for None), in the model's order."""
+  if names is None:
+    return taps
+  unknown = [n for n in names if n not in taps]
+  if unknown:
+    raise ConfigError(f"config field taps: the model has no tap {', '.join(unknown)}; its "
+                      f"taps are {', '.join(taps)}")
+  return {k: v for k, v in taps.items() if k in names}
 
 
 @jax.jit
@@ -250,7 +261,8 @@ def _predict(logits):
 
 
 def fit_labelled_reference(apply_fn, variables, source: ArraySource, num_classes: int,
-                           batch_size: int, *, class_agnostic: bool = False) -> Reference:
+                           batch_size: int, *, class_agnostic: bool = False,
+                           taps: tuple[str, ...] | None = None) -> Reference:
   """Streams the labelled images through the model into per-class references.
 
   Args:
@@ -261,6 +273,7 @@ def fit_labelled_reference(apply_fn, variables, source: ArraySource, num_classes
     batch_size: images per forward pass.
     class_agnostic: one dataset-level reference over all of them (their labels
       are not read; docs/papers.md §B5).
+    taps: the taps to use (None: all; :func:`select_taps`).
 
   Returns:
     The :class:`~hpjax.image_score.reference.Reference`; a class without labelled
@@ -271,20 +284,20 @@ def fit_labelled_reference(apply_fn, variables, source: ArraySource, num_classes
   """
   acc, state = None, None
   for batch in pipeline.eval_batches(source, global_batch_size=batch_size):
-    _, taps = _forward(apply_fn, variables, batch["image"])
+    _, x = _forward(apply_fn, variables, batch["image"], taps)
     if acc is None:
-      acc = ReferenceAccumulator.for_taps(taps, num_classes, class_agnostic=class_agnostic)
+      acc = ReferenceAccumulator.for_taps(x, num_classes, class_agnostic=class_agnostic)
       state = acc.init()
     # -1: the padding rows are skipped.
     labels = 0 if class_agnostic else batch["label"]
     labels = np.where(batch["valid"], labels, -1).astype(np.int32)
-    state = acc.update(state, taps, labels)
+    state = acc.update(state, x, labels)
   return acc.finalize(state, allow_empty_classes=True)
 
 
 def predict_and_score(apply_fn, variables, source: ArraySource, batch_size: int,
-                      reference: Reference | None, *, limit: int | None = None
-                      ) -> dict[str, np.ndarray]:
+                      reference: Reference | None, *, limit: int | None = None,
+                      taps: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
   """Predictions, softmax confidence and (with a reference) image scores of a source's images.
 
   The taps pass from the forward program to the scoring program as device
@@ -299,6 +312,7 @@ def predict_and_score(apply_fn, variables, source: ArraySource, batch_size: int,
     batch_size: images per forward pass.
     reference: the class references, or None (no scores).
     limit: only the first ``limit`` images (None: all).
+    taps: the taps to score (None: all; the reference's).
 
   Returns:
     ``{"pred": int32 [N], "conf": float32 [N], "scores": float32 [3, N]}``,
@@ -308,12 +322,12 @@ def predict_and_score(apply_fn, variables, source: ArraySource, batch_size: int,
   preds, confs, scores = [], [], []
   for batch in pipeline.eval_batches(source, global_batch_size=batch_size, limit=limit):
     valid = batch["valid"]
-    logits, taps = _forward(apply_fn, variables, batch["image"])
+    logits, x = _forward(apply_fn, variables, batch["image"], taps)
     if reference is None:
       p, c = _predict(logits)
       s = np.full((len(SIMILARITIES), batch_size), np.nan, np.float32)
     else:
-      p, c, s = _score_all(reference, taps, logits)
+      p, c, s = _score_all(reference, x, logits)
     preds.append(np.asarray(p)[valid])
     confs.append(np.asarray(c)[valid])
     scores.append(np.asarray(s)[:, valid])
@@ -336,15 +350,18 @@ def analyse(state: training.TrainState, data: SemiData, config: SemiConfig, *,
   labelled = data.train_source(data.labelled)
   reference = None
   if with_scores:
-    reference = fit_labelled_reference(apply_fn, variables, labelled, data.num_classes, b)
-  add = predict_and_score(apply_fn, variables, data.train_source(data.additional), b, reference)
-  test = predict_and_score(apply_fn, variables, data.test_source(), b, reference)
+    reference = fit_labelled_reference(apply_fn, variables, labelled, data.num_classes, b,
+                                       taps=config.taps)
+  add = predict_and_score(apply_fn, variables, data.train_source(data.additional), b, reference,
+                          taps=config.taps)
+  test = predict_and_score(apply_fn, variables, data.test_source(), b, reference,
+                           taps=config.taps)
   out = {"add_pred": add["pred"], "add_conf": add["conf"], "add_scores": add["scores"],
          "test_pred": test["pred"], "test_conf": test["conf"], "test_scores": test["scores"],
          "test_labels": data.test_labels}
   if with_train and reference is not None and config.num_train_scored > 0:
     tr = predict_and_score(apply_fn, variables, labelled, b, reference,
-                           limit=config.num_train_scored)
+                           limit=config.num_train_scored, taps=config.taps)
     out.update(train_pred=tr["pred"], train_conf=tr["conf"], train_scores=tr["scores"],
                train_labels=data.train_labels[data.labelled[:config.num_train_scored]])
   return out
@@ -362,9 +379,10 @@ def dataset_level_scores(state: training.TrainState, data: SemiData, config: Sem
   b = config.eval_batch_size
   reference = fit_labelled_reference(state.apply_fn, state.variables,
                                      data.train_source(data.labelled), data.num_classes, b,
-                                     class_agnostic=True)
+                                     class_agnostic=True, taps=config.taps)
   return predict_and_score(state.apply_fn, state.variables,
-                           data.train_source(data.additional), b, reference)["scores"]
+                           data.train_source(data.additional), b, reference,
+                           taps=config.taps)["scores"]
 
 
 def select(config: SemiConfig, analysis: dict[str, np.ndarray], num_classes: int,
@@ -497,7 +515,7 @@ _NOT_PRETRAIN = ("name", "method", "mode", "target_class", "fractions", "similar
                  "retrain_epochs", "pretrain_cache", "log_every", "worker_count", "num_classes")
 # Fields added after caches existed: hashed only away from these defaults, so the
 # caches of earlier runs keep their keys.
-_LATER_FIELDS = {"image_size": None, "test_fraction": 0.2, "split_seed": 0}
+_LATER_FIELDS = {"image_size": None, "test_fraction": 0.2, "split_seed": 0, "taps": None}
 
 
 def pretrain_key(config: SemiConfig) -> str:

@@ -60,9 +60,15 @@ def test_assembly_table_on_fake_runs(tmp_path):
   # img 0: M_0 (-1) beats M_1 (-3) -> 0 right; img 1: M_0 only -> 0 right; img 2: M_1 (-0.2)
   # beats M_0 (-0.5) -> 1 right; img 3: M_1 -> 1 right; img 4: nobody, baseline 2 right;
   # img 5: M_1 -> 1 wrong.
-  assert t == {"method": "image_score", "rows": [
+  assert t["method"] == "image_score" and t["rows"] == [
       {"seed": 0, "classes": [0, 1], "epoch": 1, "baseline": 50.0,
-       "assembled": pytest.approx(500 / 6), "claimed_share": pytest.approx(5 / 6)}]}
+       "assembled": pytest.approx(500 / 6), "claimed_share": pytest.approx(5 / 6)}]
+  # One seed: +33.3 points, the sign-flip p is its floor 1/2.
+  assert t["per_seed"] == [{"seed": 0, "mean_diff": pytest.approx(100 / 3),
+                            "final_diff": pytest.approx(100 / 3)}]
+  assert t["summary"] == {"n": 1, "mean_diff": pytest.approx(100 / 3),
+                          "final_diff": pytest.approx(100 / 3), "p_mean_diff": 0.5,
+                          "p_final_diff": 0.5, "p_floor": 0.5}
   # jaccard: img 2 goes to M_0 (-0.1 > -0.2), predicted 0, wrong.
   rows = assembly.assembly_table(runs, similarity="jaccard")["rows"]
   assert rows[0]["assembled"] == pytest.approx(400 / 6)

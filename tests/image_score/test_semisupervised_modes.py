@@ -138,3 +138,31 @@ def test_hidden_labels_of_the_additional_set_do_not_leak(tmp_path, monkeypatch):
   with pytest.raises(AssertionError):
     _same(plain, changed)
   assert not np.array_equal(plain["an0"]["add_scores"], changed["an0"]["add_scores"])
+
+
+def test_taps_choose_what_the_loop_scores():
+  import optax
+
+  from hpjax.core import configs, training
+  cfg = configs.override(SMOKE, ["taps=tap01_conv,tap02_conv"])
+  assert cfg.taps == ("tap01_conv", "tap02_conv")
+  assert configs.override(cfg, ["taps=none"]).taps is None
+  assert configs.from_dict(SemiConfig, {"taps": ["tap02_conv"]}).taps == ("tap02_conv",)
+  data = semi.load_data(cfg)
+  model = semi.build_model(cfg, data.num_classes)
+  state = training.create_train_state(model, optax.adam(1e-3), data.train_images.shape[1:], 0)
+  src = data.train_source(data.labelled[:64])
+  both = semi.fit_labelled_reference(state.apply_fn, state.variables, src, 10, 32,
+                                     taps=cfg.taps)
+  assert both.names == ("tap01_conv", "tap02_conv")
+  every = semi.fit_labelled_reference(state.apply_fn, state.variables, src, 10, 32)
+  assert len(every.names) > 2 and set(both.names) < set(every.names)
+  s_both = semi.predict_and_score(state.apply_fn, state.variables, src, 32, both,
+                                  taps=cfg.taps)["scores"]
+  s_every = semi.predict_and_score(state.apply_fn, state.variables, src, 32, every)["scores"]
+  assert s_both.shape == s_every.shape and not np.allclose(s_both, s_every)
+  with pytest.raises(ConfigError, match="config field taps: the model has no tap nope; its "
+                                        "taps are tap01_conv, "):
+    semi.fit_labelled_reference(state.apply_fn, state.variables, src, 10, 32, taps=("nope",))
+  with pytest.raises(ConfigError, match="config field taps must name at least one tap"):
+    SemiConfig(taps=())
