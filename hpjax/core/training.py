@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from hpjax.core import configs, distributed, interrupt, io
 from hpjax.core import workdir as workdir_lib
+from hpjax.core import jit as jit_lib
 from hpjax.core.errors import CheckpointError, Error, NonFiniteLossError, WorkdirError
 from hpjax.data import pipeline
 from hpjax.core.metrics_writer import MetricsWriter, read_metrics
@@ -72,7 +73,7 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                    apply_fn=model.apply, tx=tx)
+                    apply_fn=jit_lib.ModuleApply(model), tx=tx)
 
 
 def images_to_float(images: jax.Array) -> jax.Array:
@@ -111,9 +112,15 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: LossF
                        opt_state=opt_state), metrics
 
 
+@functools.lru_cache(maxsize=None)
 def make_optimizer(learning_rate: float, warmup_steps: int, num_steps: int
                    ) -> optax.GradientTransformation:
-  """Adam with linear warmup and cosine decay."""
+  """Adam with linear warmup and cosine decay.
+
+  Cached: the same arguments give the same object, so states built for two ``fit``
+  calls of one run (a resume in the same process, a second seed) are the same static
+  structure and share :func:`compiled_step`'s compilation.
+  """
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, learning_rate, max(1, min(warmup_steps, num_steps - 1)), max(num_steps, 2))
   return optax.adam(schedule)

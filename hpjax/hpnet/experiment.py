@@ -42,12 +42,18 @@ def build_model(config: AttributesConfig, num_attributes: int, model: str | None
 
 def make_loss_fn(config: AttributesConfig, image_shape: tuple[int, int, int],
                  num_attributes: int) -> training.LossFn:
+  """The training loss of ``config``; the same function object for the same loss, so that
+  :func:`hpjax.core.training.compiled_step` compiles it once per process."""
   mask_elements = image_shape[0] * image_shape[1] * num_attributes * config.features[-1]
+  return _loss_fn(float(config.l1_lambda), config.l1_reduction, mask_elements)
 
+
+@functools.lru_cache(maxsize=None)
+def _loss_fn(l1_lambda: float, l1_reduction: str, mask_elements: int) -> training.LossFn:
   def loss_fn(logits, aux, batch):
     loss, parts = attribute_loss(logits, batch["label"], aux["mask_l1"],
-                                 l1_lambda=config.l1_lambda, mask_elements=mask_elements,
-                                 l1_reduction=config.l1_reduction)
+                                 l1_lambda=l1_lambda, mask_elements=mask_elements,
+                                 l1_reduction=l1_reduction)
     return loss, {**parts, "accuracy": jnp.mean(attribute_accuracy(logits, batch["label"]))}
 
   return loss_fn
