@@ -91,7 +91,7 @@ def bootstrap_pvalue(a: Any, b: Any, *, num_resamples: int = 10000, seed: int = 
   rng = np.random.default_rng(seed)
 
   def centred(x: np.ndarray) -> np.ndarray:
-    scale = np.sqrt(x.size / (x.size - 1)) if unbiased_variance else 1.0
+    scale = np.sqrt(x.size / (x.size - 1)) if unbiased_variance and x.size > 1 else 1.0
     return (x - x.mean()) * scale
 
   if paired:
