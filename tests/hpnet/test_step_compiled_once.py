@@ -8,31 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 
-from hpjax.core import training
 from hpjax.hpnet import experiment
 from hpjax.hpnet.config import ATTRIBUTE_PRESETS
 
 
-def test_second_run_of_a_config_reuses_the_compiled_step(tmp_path, monkeypatch):
-  traces = []
-  real = training.train_step
-
-  def counting(*args, **kwargs):  # runs once per trace, never per step
-    traces.append(1)
-    return real(*args, **kwargs)
-
-  monkeypatch.setattr(training, "train_step", counting)
-  training.compiled_step.cache_clear()
+def test_second_run_of_a_config_reuses_the_compiled_step(tmp_path, step_traces):
   cfg = ATTRIBUTE_PRESETS["smoke"]
-  try:
-    experiment.train(cfg, str(tmp_path / "a"), progress=False)
-    experiment.train(dataclasses.replace(cfg, seed=1), str(tmp_path / "b"), progress=False)
-    assert len(traces) == 1, len(traces)
-    # Another loss (l1_lambda) is another program.
-    experiment.train(dataclasses.replace(cfg, l1_lambda=cfg.l1_lambda * 2 + 1e-3),
-                     str(tmp_path / "c"), progress=False)
-    assert len(traces) == 2, len(traces)
-  finally:
-    training.compiled_step.cache_clear()  # no counting step left behind for other tests
+  experiment.train(cfg, str(tmp_path / "a"), progress=False)
+  experiment.train(dataclasses.replace(cfg, seed=1), str(tmp_path / "b"), progress=False)
+  assert len(step_traces) == 1, len(step_traces)
+  # Another loss (l1_lambda) is another program.
+  experiment.train(dataclasses.replace(cfg, l1_lambda=cfg.l1_lambda * 2 + 1e-3),
+                   str(tmp_path / "c"), progress=False)
+  assert len(step_traces) == 2, len(step_traces)
   assert experiment.make_loss_fn(cfg, (16, 16, 3), 4) is experiment.make_loss_fn(
       dataclasses.replace(cfg, log_every=3), (16, 16, 3), 4)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from golden_taps import REF_LABELS, REF_TAPS
+from random_variables import numpy_variables
 from hpjax.image_score import reference as isr
 from hpjax.image_score.models import SmallCNN
 
@@ -18,25 +19,12 @@ def hand_reference():
   return isr.fit_reference(REF_TAPS, REF_LABELS, 2, batch_size=2)
 
 
-def _numpy_variables(model, image_shape, seed=0):
-  """He-scaled NumPy-random variables (Flax's initializers compile slowly on a busy CPU)."""
-  rng = np.random.default_rng(seed)
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1,) + image_shape, jnp.float32))
-
-  def leaf(s):
-    if len(s.shape) < 2:
-      return np.zeros(s.shape, np.float32)
-    fan_in = int(np.prod(s.shape[:-1]))
-    return (rng.standard_normal(s.shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-
-  return jax.tree.map(leaf, shapes)
 
 
 @pytest.fixture(scope="session")
 def cnn():
   model = SmallCNN(num_classes=4, width=0.25)
-  variables = _numpy_variables(model, (28, 28, 1))
+  variables = numpy_variables(model, (28, 28, 1))
   images = jax.random.uniform(jax.random.key(0), (48, 28, 28, 1))
   apply = functools.partial(model.apply, train=False)
   logits, aux = jax.jit(apply)(variables, images)

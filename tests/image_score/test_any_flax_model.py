@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from random_variables import numpy_variables
 from hpjax.image_score import (ReferenceAccumulator, fit_reference, make_fused_scorer, score,
                                tap_names, tapped_apply)
 from hpjax.image_score.models import SmallCNN
@@ -44,25 +45,12 @@ class TinyResNet(nn.Module):
     return nn.Dense(self.num_classes, name="head")(jnp.mean(x, axis=(1, 2)))
 
 
-def _numpy_variables(model, image_shape, seed=0):
-  """He-scaled NumPy-random variables (no Flax initializer to compile)."""
-  rng = np.random.default_rng(seed)
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1,) + image_shape, jnp.float32))
-
-  def leaf(s):
-    if len(s.shape) < 2:
-      return (0.1 * rng.standard_normal(s.shape)).astype(np.float32)
-    fan_in = int(np.prod(s.shape[:-1]))
-    return (rng.standard_normal(s.shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-
-  return jax.tree.map(leaf, shapes)
 
 
 @pytest.fixture(scope="module")
 def resnet():
   model = TinyResNet()
-  variables = _numpy_variables(model, (8, 8, 1))
+  variables = numpy_variables(model, (8, 8, 1), bias_scale=0.1)
   images = np.random.default_rng(1).random((N, 8, 8, 1), np.float32)
   labels = np.arange(N) % C
   return model, variables, images, labels
@@ -154,7 +142,7 @@ def test_reference_accumulator_takes_the_streamed_taps(resnet):
 @pytest.fixture(scope="module")
 def small_cnn():
   model = SmallCNN(num_classes=4, width=0.25)
-  variables = _numpy_variables(model, (16, 16, 1))
+  variables = numpy_variables(model, (16, 16, 1), bias_scale=0.1)
   images = np.random.default_rng(2).random((16, 16, 16, 1), np.float32)
   return model, variables, images, np.arange(16) % 4
 

@@ -7,25 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from hpjax.core import training
 from hpjax.image_score import semisupervised as semi
 from hpjax.image_score.config import SEMI_PRESETS
 
 
-def test_pretraining_and_every_epoch_share_one_compiled_step(tmp_path, monkeypatch):
-  traces = []
-  real = training.train_step
-
-  def counting(*args, **kwargs):  # runs once per trace, never per step
-    traces.append(1)
-    return real(*args, **kwargs)
-
-  monkeypatch.setattr(training, "train_step", counting)
-  training.compiled_step.cache_clear()
+def test_pretraining_and_every_epoch_share_one_compiled_step(tmp_path, step_traces):
   cfg = dataclasses.replace(SEMI_PRESETS["smoke"], pretrain_cache=str(tmp_path / "cache"))
-  try:
-    semi.train(cfg, str(tmp_path / "run"), progress=False)
-  finally:
-    training.compiled_step.cache_clear()  # no counting step left behind for other tests
+  semi.train(cfg, str(tmp_path / "run"), progress=False)
   phases = cfg.retrain_epochs + 1  # pre-training, then each epoch re-trains
-  assert phases >= 3 and len(traces) == 1, (phases, len(traces))
+  assert phases >= 3 and len(step_traces) == 1, (phases, len(step_traces))
